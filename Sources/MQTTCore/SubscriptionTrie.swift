@@ -22,6 +22,9 @@ public final class SubscriptionTrie<Key: Hashable, Value> {
     /// The number of (filter, key) entries.
     public private(set) var count = 0
 
+    /// True when no entries are stored and every branch has been pruned.
+    public var isEmpty: Bool { root.isEmpty }
+
     public init() {}
 
     /// Adds or replaces the value for `key` under `filter` (a valid, non-shared filter).

@@ -64,7 +64,9 @@ struct RoundTripTests {
             .publish(PublishPacket(topicName: "a", payload: ByteBuffer(), properties: [.userProperty("k", long)])),
             .connect(ConnectPacket(clientIdentifier: long)),
             .publish(PublishPacket(topicName: "a", payload: ByteBuffer(), qos: .atLeastOnce)),
-            .subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [Subscription(topicFilter: "a")], properties: [.subscriptionIdentifier(0)])),
+            .subscribe(
+                SubscribePacket(packetIdentifier: 1, subscriptions: [Subscription(topicFilter: "a")], properties: [.subscriptionIdentifier(0)])
+            ),
         ]
         for packet in unfit {
             #expect(throws: MQTTEncodingError.self) { try packet.write(to: &buffer, version: .v5) }

@@ -18,7 +18,12 @@ struct StreamDecodingTests {
     @Test("a 600-byte PUBLISH fed one byte at a time decodes exactly once, at the last byte")
     func dripFeed() throws {
         let packet = MQTTPacket.publish(
-            PublishPacket(topicName: "lprserver/cameras/3/detection", payload: ByteBuffer(repeating: 0x7A, count: 560), qos: .atLeastOnce, packetIdentifier: 4)
+            PublishPacket(
+                topicName: "lprserver/cameras/3/detection",
+                payload: ByteBuffer(repeating: 0x7A, count: 560),
+                qos: .atLeastOnce,
+                packetIdentifier: 4
+            )
         )
         let bytes = Array(try packet.encoded(.v5).readableBytesView)
         var decoder = MQTTPacketDecoder(version: .v5)

@@ -1,0 +1,94 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A program started by a test with posix_spawn, waited for and stopped by its PID.
+///
+/// Foundation's `Process.waitUntilExit()` can spin forever on Linux once the child has been
+/// signalled; this waits with `waitpid` and a deadline instead.
+struct ChildProcess: Sendable {
+    let pid: pid_t
+
+    /// Starts `program` (looked up on PATH) with `arguments`; standard output goes to
+    /// `outputPath` when given, standard error and output otherwise to /dev/null.
+    static func spawn(_ program: String, _ arguments: [String], outputPath: String? = nil) throws -> ChildProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+
+        // The test runner blocks signals on its threads; a child inherits that mask and would
+        // then ignore SIGTERM. Start it with an empty mask and default signal handling.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var defaultSignals = sigset_t()
+        sigemptyset(&defaultSignals)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaultSignals, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([program] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
+        guard result == 0 else { throw InteropError("could not start \(program): \(String(cString: strerror(result)))") }
+        return ChildProcess(pid: pid)
+    }
+
+    /// Whether the process is still running (and not yet reaped).
+    var isRunning: Bool { kill(pid, 0) == 0 && !hasExited().exited }
+
+    private func hasExited() -> (exited: Bool, status: Int32) {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        guard result == pid else { return (result < 0, -1) }
+        // WIFEXITED / WEXITSTATUS, spelled out: the macros are not imported into Swift.
+        let exitedNormally = status & 0x7F == 0
+        return (true, exitedNormally ? (status >> 8) & 0xFF : 128 + (status & 0x7F))
+    }
+
+    /// Waits for the process to end and returns its exit status (128 + signal when killed);
+    /// kills it with SIGKILL after `timeout`.
+    @discardableResult
+    func wait(timeout: Duration = .seconds(30)) async -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let (exited, status) = hasExited()
+            if exited { return status }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return 128 + SIGKILL
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to end, then SIGKILL.
+    @discardableResult
+    func terminate(timeout: Duration = .seconds(5)) async -> Int32 {
+        kill(pid, SIGTERM)
+        return await wait(timeout: timeout)
+    }
+}
+
+/// Runs a program to completion and returns its exit status and standard output.
+func runProgram(_ program: String, _ arguments: [String], timeout: Duration = .seconds(30)) async throws -> (status: Int32, output: String) {
+    let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("databus-output-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: outputPath) }
+    let child = try ChildProcess.spawn(program, arguments, outputPath: outputPath)
+    let status = await child.wait(timeout: timeout)
+    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    return (status, output)
+}

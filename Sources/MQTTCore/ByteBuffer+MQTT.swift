@@ -81,9 +81,12 @@ extension ByteBuffer {
 
     /// Reads a two-byte-length UTF-8 string, refusing invalid UTF-8 and U+0000.
     mutating func readMQTTString() throws(MQTTDecodingError) -> String {
-        let length = Int(try self.readMQTTUInt16())
-        guard let string = try self.readValidatedUTF8(length: length) else { throw Self.truncated }
-        return string
+        try self.readValidatedUTF8(rejectingWildcards: false)
+    }
+
+    /// Reads a topic name: a string that also may not hold `+` or `#`, checked in the same pass.
+    mutating func readMQTTTopicName() throws(MQTTDecodingError) -> String {
+        try self.readValidatedUTF8(rejectingWildcards: true)
     }
 
     /// Reads two-byte-length binary data as a slice of this buffer (no copy).
@@ -93,26 +96,40 @@ extension ByteBuffer {
         return slice
     }
 
-    private mutating func readValidatedUTF8(length: Int) throws(MQTTDecodingError) -> String? {
-        guard self.readableBytes >= length else { return nil }
-        let result: String? = self.withUnsafeReadableBytes { raw in
+    private enum StringCheck {
+        case valid(String)
+        case nullCharacter
+        case wildcard
+        case invalidUTF8
+    }
+
+    private mutating func readValidatedUTF8(rejectingWildcards: Bool) throws(MQTTDecodingError) -> String {
+        let length = Int(try self.readMQTTUInt16())
+        guard self.readableBytes >= length else { throw Self.truncated }
+        let check: StringCheck = self.withUnsafeReadableBytes { raw in
             let bytes = UnsafeRawBufferPointer(rebasing: raw.prefix(length))
             var ascii = true
+            var wildcard = false
             for byte in bytes {
-                if byte == 0 { return nil }
-                if byte >= 0x80 { ascii = false }
+                switch byte {
+                case 0: return .nullCharacter
+                case UInt8(ascii: "+"), UInt8(ascii: "#"): wildcard = true
+                case 0x80...: ascii = false
+                default: break
+                }
             }
-            if ascii { return String(decoding: bytes, as: UTF8.self) }
-            return String(validating: bytes, as: UTF8.self)
+            if wildcard && rejectingWildcards { return .wildcard }
+            if ascii { return .valid(String(decoding: bytes, as: UTF8.self)) }
+            return String(validating: bytes, as: UTF8.self).map { .valid($0) } ?? .invalidUTF8
         }
-        guard let string = result else {
-            let hasNull = self.withUnsafeReadableBytes { $0.prefix(length).contains(0) }
-            throw hasNull
-                ? MQTTDecodingError(.nullCharacter, "string contains U+0000")
-                : MQTTDecodingError(.invalidUTF8, "string is not well-formed UTF-8")
+        switch check {
+        case .valid(let string):
+            self.moveReaderIndex(forwardBy: length)
+            return string
+        case .nullCharacter: throw MQTTDecodingError(.nullCharacter, "string contains U+0000")
+        case .wildcard: throw MQTTDecodingError(.wildcardInTopicName, "topic name contains a wildcard (+ or #)")
+        case .invalidUTF8: throw MQTTDecodingError(.invalidUTF8, "string is not well-formed UTF-8")
         }
-        self.moveReaderIndex(forwardBy: length)
-        return string
     }
 
     mutating func writeMQTTString(_ string: String) {

@@ -4,7 +4,8 @@ import NIOCore
 ///
 /// PINGREQ and PINGRESP have no variable header or payload, so they need no type of their own.
 public enum MQTTPacket: Sendable, Hashable {
-    case connect(ConnectPacket)
+    /// Indirect: CONNECT is large and rare, and keeping it inline would make every packet as large.
+    indirect case connect(ConnectPacket)
     case connack(ConnAckPacket)
     case publish(PublishPacket)
     case puback(PubAckPacket)

@@ -273,6 +273,8 @@ extension Properties {
             throw MQTTDecodingError(.propertyLengthOverrun, "property length \(length) runs past the end of the packet")
         }
         var properties = Properties()
+        // Every property takes at least two bytes; reserving once avoids regrowing the array.
+        properties.elements.reserveCapacity(Swift.min(length / 2, 16))
         var seen: UInt64 = 0
         while slice.readableBytes > 0 {
             let property = try Property.read(from: &slice)

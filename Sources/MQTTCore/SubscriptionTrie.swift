@@ -5,20 +5,26 @@
 /// Each filter holds at most one value per key (a client, a shared-subscription member, ...).
 ///
 /// Not thread-safe: one owner (an actor, an event loop or a lock) serialises access.
+///
+/// Matching is `@inlinable` so that the broker's calls are specialised for its key and value
+/// types instead of running generic code.
 public final class SubscriptionTrie<Key: Hashable, Value> {
+    @usableFromInline
     final class Node {
-        var children: [TopicLevel: Node] = [:]
+        @usableFromInline var children: [TopicLevel: Node] = [:]
         /// The `+` child.
-        var singleLevel: Node?
+        @usableFromInline var singleLevel: Node?
         /// Subscribers of this node's path followed by `/#` (or of `#` at the root).
-        var multiLevel: [Key: Value] = [:]
+        @usableFromInline var multiLevel: [Key: Value] = [:]
         /// Subscribers of exactly this node's path.
-        var exact: [Key: Value] = [:]
+        @usableFromInline var exact: [Key: Value] = [:]
+
+        @usableFromInline init() {}
 
         var isEmpty: Bool { children.isEmpty && singleLevel == nil && multiLevel.isEmpty && exact.isEmpty }
     }
 
-    private let root = Node()
+    @usableFromInline let root = Node()
     /// The number of (filter, key) entries.
     public private(set) var count = 0
 
@@ -98,9 +104,10 @@ public final class SubscriptionTrie<Key: Hashable, Value> {
     /// Calls `body` for every (key, value) whose filter matches `topicName`.
     ///
     /// A key subscribed through several matching filters is reported once per filter.
+    @inlinable
     public func forEachMatch(_ topicName: String, _ body: (Key, Value) -> Void) {
-        let levels = TopicLevels(topicName)
-        match(root, levels, skipWildcards: TopicName.isDollarTopic(topicName), body)
+        let skipWildcards = topicName.utf8.first == UInt8(ascii: "$")
+        match(root, TopicLevels(topicName), skipWildcards: skipWildcards, body)
     }
 
     /// Every (key, value) whose filter matches `topicName`.
@@ -110,17 +117,18 @@ public final class SubscriptionTrie<Key: Hashable, Value> {
         return result
     }
 
-    private func match(_ node: Node, _ levels: TopicLevels, skipWildcards: Bool, _ body: (Key, Value) -> Void) {
+    @inlinable
+    func match(_ node: Node, _ levels: TopicLevels, skipWildcards: Bool, _ body: (Key, Value) -> Void) {
         var levels = levels
         guard let level = levels.next() else {
             for (key, value) in node.exact { body(key, value) }
-            for (key, value) in node.multiLevel { body(key, value) }
+            if !node.multiLevel.isEmpty { for (key, value) in node.multiLevel { body(key, value) } }
             return
         }
         if !skipWildcards {
-            for (key, value) in node.multiLevel { body(key, value) }
+            if !node.multiLevel.isEmpty { for (key, value) in node.multiLevel { body(key, value) } }
             if let plus = node.singleLevel { match(plus, levels, skipWildcards: false, body) }
         }
-        if let child = node.children[level] { match(child, levels, skipWildcards: false, body) }
+        if !node.children.isEmpty, let child = node.children[level] { match(child, levels, skipWildcards: false, body) }
     }
 }

@@ -1,4 +1,12 @@
 /// Rules for topic filters, and matching a filter against a topic name.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 public enum TopicFilter {
     /// Checks a topic filter: not empty, at most 65,535 bytes, no U+0000, `#` only as the
     /// whole last level, `+` only as a whole level. Does not accept `$share/...`: see
@@ -65,40 +73,53 @@ public enum TopicFilter {
     }
 }
 
-/// One level of a topic name or filter: a slice of the original string, compared and hashed byte for byte.
+/// One level of a topic name or filter: a slice of the original string's bytes, compared and
+/// hashed byte for byte (MQTT does not apply Unicode equivalence to topics).
+@usableFromInline
 struct TopicLevel: Hashable {
-    let text: Substring
+    @usableFromInline let bytes: Substring.UTF8View
 
-    init(_ text: Substring) { self.text = text }
+    @inlinable init(_ bytes: Substring.UTF8View) { self.bytes = bytes }
 
-    var isSingleLevelWildcard: Bool { text.utf8.count == 1 && text.utf8.first == UInt8(ascii: "+") }
-    var isMultiLevelWildcard: Bool { text.utf8.count == 1 && text.utf8.first == UInt8(ascii: "#") }
+    @inlinable var isSingleLevelWildcard: Bool { bytes.count == 1 && bytes.first == UInt8(ascii: "+") }
+    @inlinable var isMultiLevelWildcard: Bool { bytes.count == 1 && bytes.first == UInt8(ascii: "#") }
 
+    @inlinable
     static func == (lhs: TopicLevel, rhs: TopicLevel) -> Bool {
-        lhs.text.utf8.count == rhs.text.utf8.count && lhs.text.utf8.elementsEqual(rhs.text.utf8)
+        let count = lhs.bytes.count
+        guard count == rhs.bytes.count else { return false }
+        let equal = lhs.bytes.withContiguousStorageIfAvailable { left in
+            rhs.bytes.withContiguousStorageIfAvailable { right in
+                count == 0 || memcmp(left.baseAddress!, right.baseAddress!, count) == 0
+            }
+        }
+        return (equal ?? nil) ?? lhs.bytes.elementsEqual(rhs.bytes)
     }
 
+    @inlinable
     func hash(into hasher: inout Hasher) {
-        let hashed: Void? = text.utf8.withContiguousStorageIfAvailable { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
-        if hashed == nil { Array(text.utf8).withUnsafeBytes { hasher.combine(bytes: $0) } }
+        let hashed: Void? = bytes.withContiguousStorageIfAvailable { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        if hashed == nil { Array(bytes).withUnsafeBytes { hasher.combine(bytes: $0) } }
     }
 }
 
 /// Iterates the `/`-separated levels of a topic without copying it.
+@usableFromInline
 struct TopicLevels: IteratorProtocol {
-    private let topic: Substring
-    private var position: Substring.Index?
+    @usableFromInline let topic: Substring.UTF8View
+    @usableFromInline var position: Substring.UTF8View.Index?
 
+    @inlinable
     init(_ topic: String) {
-        self.topic = topic[...]
+        self.topic = topic[...].utf8
         self.position = self.topic.startIndex
     }
 
+    @inlinable
     mutating func next() -> TopicLevel? {
         guard let start = position else { return nil }
-        let utf8 = topic.utf8
-        if let slash = utf8[start...].firstIndex(of: UInt8(ascii: "/")) {
-            position = utf8.index(after: slash)
+        if let slash = topic[start...].firstIndex(of: UInt8(ascii: "/")) {
+            position = topic.index(after: slash)
             return TopicLevel(topic[start..<slash])
         }
         position = nil

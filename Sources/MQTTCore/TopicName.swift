@@ -19,15 +19,4 @@ public enum TopicName {
     public static func isDollarTopic(_ name: some StringProtocol) -> Bool {
         name.utf8.first == UInt8(ascii: "$")
     }
-
-    /// The decoder's check of a topic name read from a packet (its UTF-8 was already checked).
-    static func validateForDecoding(_ name: String) throws(MQTTDecodingError) {
-        do {
-            try validate(name)
-        } catch .wildcardInName {
-            throw MQTTDecodingError(.wildcardInTopicName, "topic name \"\(name)\" contains a wildcard")
-        } catch {
-            throw MQTTDecodingError(.emptyTopicName, "invalid topic name: \(error)")
-        }
-    }
 }

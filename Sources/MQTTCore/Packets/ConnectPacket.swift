@@ -98,8 +98,8 @@ extension ConnectPacket {
         var will: Will?
         if hasWill {
             let willProperties = version == .v5 ? try Properties.read(from: &buffer, context: .will) : []
-            let topic = try buffer.readMQTTString()
-            try TopicName.validateForDecoding(topic)
+            let topic = try buffer.readMQTTTopicName()
+            guard !topic.isEmpty else { throw MQTTDecodingError(.emptyTopicName, "empty will topic") }
             let payload = try buffer.readMQTTBinary()
             will = Will(topic: topic, payload: payload, qos: willQoS, retain: flags & Flag.willRetain != 0, properties: willProperties)
         }

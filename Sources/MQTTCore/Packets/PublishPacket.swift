@@ -46,8 +46,7 @@ extension PublishPacket {
         if dup && qos == .atMostOnce {
             throw MQTTDecodingError(.invalidFixedHeaderFlags, "DUP set on a QoS 0 PUBLISH")
         }
-        let topicName = try buffer.readMQTTString()
-        if !topicName.isEmpty { try TopicName.validateForDecoding(topicName) }
+        let topicName = try buffer.readMQTTTopicName()
         let packetIdentifier = qos == .atMostOnce ? nil : try buffer.readMQTTPacketIdentifier()
         let properties = version == .v5 ? try Properties.read(from: &buffer, context: .publish) : []
         if topicName.isEmpty && (version == .v3_1_1 || properties.topicAlias == nil) {

@@ -1,6 +1,7 @@
 import Foundation
 import MQTTCore
 import NIOCore
+import DatabusTestSupport
 import Testing
 
 /// MQTTCore's encoder and decoder against a real mosquitto broker and real third-party clients.

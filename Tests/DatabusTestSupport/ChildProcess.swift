@@ -12,12 +12,12 @@ import Darwin
 ///
 /// Foundation's `Process.waitUntilExit()` can spin forever on Linux once the child has been
 /// signalled; this waits with `waitpid` and a deadline instead.
-struct ChildProcess: Sendable {
-    let pid: pid_t
+public struct ChildProcess: Sendable {
+    public let pid: pid_t
 
     /// Starts `program` (looked up on PATH) with `arguments`; standard output goes to
     /// `outputPath` when given, standard error and output otherwise to /dev/null.
-    static func spawn(_ program: String, _ arguments: [String], outputPath: String? = nil) throws -> ChildProcess {
+    public static func spawn(_ program: String, _ arguments: [String], outputPath: String? = nil) throws -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -48,7 +48,7 @@ struct ChildProcess: Sendable {
     }
 
     /// Whether the process is still running (and not yet reaped).
-    var isRunning: Bool { kill(pid, 0) == 0 && !hasExited().exited }
+    public var isRunning: Bool { kill(pid, 0) == 0 && !hasExited().exited }
 
     private func hasExited() -> (exited: Bool, status: Int32) {
         var status: Int32 = 0
@@ -62,7 +62,7 @@ struct ChildProcess: Sendable {
     /// Waits for the process to end and returns its exit status (128 + signal when killed);
     /// kills it with SIGKILL after `timeout`.
     @discardableResult
-    func wait(timeout: Duration = .seconds(30)) async -> Int32 {
+    public func wait(timeout: Duration = .seconds(30)) async -> Int32 {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let (exited, status) = hasExited()
@@ -77,14 +77,14 @@ struct ChildProcess: Sendable {
 
     /// Sends SIGTERM and waits up to `timeout` for the process to end, then SIGKILL.
     @discardableResult
-    func terminate(timeout: Duration = .seconds(5)) async -> Int32 {
+    public func terminate(timeout: Duration = .seconds(5)) async -> Int32 {
         kill(pid, SIGTERM)
         return await wait(timeout: timeout)
     }
 }
 
 /// Runs a program to completion and returns its exit status and standard output.
-func runProgram(_ program: String, _ arguments: [String], timeout: Duration = .seconds(30)) async throws -> (status: Int32, output: String) {
+public func runProgram(_ program: String, _ arguments: [String], timeout: Duration = .seconds(30)) async throws -> (status: Int32, output: String) {
     let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("databus-output-\(UUID().uuidString)").path
     defer { try? FileManager.default.removeItem(atPath: outputPath) }
     let child = try ChildProcess.spawn(program, arguments, outputPath: outputPath)

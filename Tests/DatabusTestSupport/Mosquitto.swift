@@ -3,8 +3,8 @@ import NIOCore
 import NIOPosix
 
 /// A real mosquitto broker on 127.0.0.1, started for one test and stopped by PID.
-final class Mosquitto: @unchecked Sendable {
-    let port: Int
+public final class Mosquitto: @unchecked Sendable {
+    public let port: Int
     private let process: ChildProcess
     private let directory: URL
 
@@ -15,7 +15,7 @@ final class Mosquitto: @unchecked Sendable {
     }
 
     /// Starts mosquitto with `allow_anonymous true` and any extra configuration lines.
-    static func start(extraConfiguration: String = "") async throws -> Mosquitto {
+    public static func start(extraConfiguration: String = "") async throws -> Mosquitto {
         guard
             let executable = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
                 .first(where: FileManager.default.isExecutableFile(atPath:))
@@ -61,7 +61,7 @@ final class Mosquitto: @unchecked Sendable {
     }
 
     /// Stops mosquitto by its PID and removes its folder.
-    func stop() async {
+    public func stop() async {
         await process.terminate()
         try? FileManager.default.removeItem(at: directory)
     }
@@ -75,14 +75,14 @@ final class Mosquitto: @unchecked Sendable {
     }
 }
 
-struct InteropError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct InteropError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 extension Mosquitto {
     /// Starts mosquitto, runs `body` with it, and stops it by PID however `body` ends.
-    static func with(extraConfiguration: String = "", _ body: (Mosquitto) async throws -> Void) async throws {
+    public static func with(extraConfiguration: String = "", _ body: (Mosquitto) async throws -> Void) async throws {
         let broker = try await start(extraConfiguration: extraConfiguration)
         do {
             try await body(broker)

@@ -6,12 +6,12 @@ import Testing
 
 /// A raw MQTT connection that speaks through MQTTCore's encoder and decoder only, so a test
 /// sees every packet exactly as a peer sent it.
-struct CodecConnection {
+public struct CodecConnection: Sendable {
     private let channel: any Channel
     private let inbox: PacketInbox
-    let version: MQTTProtocolVersion
+    public let version: MQTTProtocolVersion
 
-    static func connect(port: Int, version: MQTTProtocolVersion) async throws -> CodecConnection {
+    public static func connect(port: Int, version: MQTTProtocolVersion) async throws -> CodecConnection {
         let inbox = PacketInbox()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
@@ -25,12 +25,12 @@ struct CodecConnection {
         return CodecConnection(channel: channel, inbox: inbox, version: version)
     }
 
-    func send(_ packet: MQTTPacket) async throws {
+    public func send(_ packet: MQTTPacket) async throws {
         try await channel.writeAndFlush(packet)
     }
 
     /// The next packet from the peer; throws after `seconds` without one, or when the connection has closed.
-    func receive(within seconds: Double = 5) async throws -> MQTTPacket {
+    public func receive(within seconds: Double = 5) async throws -> MQTTPacket {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while ContinuousClock.now < deadline {
             switch inbox.pop() {
@@ -43,13 +43,13 @@ struct CodecConnection {
     }
 
     /// Receives the next packet and records an issue unless it is `expected`.
-    func expectNext(_ expected: MQTTPacket, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    public func expectNext(_ expected: MQTTPacket, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let packet = try await receive()
         #expect(packet == expected, sourceLocation: sourceLocation)
     }
 
     /// Sends CONNECT and returns the CONNACK.
-    func handshake(clientIdentifier: String, cleanStart: Bool = true, properties: Properties = []) async throws -> ConnAckPacket {
+    public func handshake(clientIdentifier: String, cleanStart: Bool = true, properties: Properties = []) async throws -> ConnAckPacket {
         try await send(
             .connect(
                 ConnectPacket(
@@ -65,7 +65,7 @@ struct CodecConnection {
         return connack
     }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 }

@@ -1,0 +1,1 @@
+// The MQTT client library; see MQTTClient.swift.

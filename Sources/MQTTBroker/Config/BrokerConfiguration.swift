@@ -1,0 +1,91 @@
+/// Everything `databus broker` can be told, with mosquitto's defaults unless noted.
+///
+/// Built from a mosquitto.conf by ``MosquittoConfigParser``, or in code by an application
+/// that embeds the broker.
+public struct BrokerConfiguration: Sendable, Hashable {
+    /// A port the broker accepts MQTT connections on (`listener PORT [ADDRESS]`).
+    public struct Listener: Sendable, Hashable {
+        /// 0 picks a free port (useful in tests).
+        public var port: Int
+        /// `nil` binds every address.
+        public var address: String?
+        /// `max_connections`: -1 for no limit.
+        public var maxConnections: Int = -1
+        /// Per-listener `allow_anonymous` when `per_listener_settings true`.
+        public var allowAnonymous: Bool?
+
+        public init(port: Int, address: String? = nil) {
+            self.port = port
+            self.address = address
+        }
+    }
+
+    /// What the broker logs (`log_type`).
+    public enum LogType: String, Sendable, Hashable, CaseIterable {
+        case error, warning, notice, information, debug, subscribe, unsubscribe, websockets, none, all
+    }
+
+    /// Where the broker logs (`log_dest`).
+    public enum LogDestination: Sendable, Hashable {
+        case stdout
+        case stderr
+        case file(String)
+        case none
+    }
+
+    public var listeners: [Listener] = []
+    public var perListenerSettings = false
+    /// mosquitto 2 refuses anonymous clients once a configuration file defines listeners.
+    public var allowAnonymous = false
+    /// QoS 1/2 messages in flight to one client; also our receive maximum (0 = 65,535).
+    public var maxInflightMessages = 20
+    /// QoS 1/2 messages queued per client beyond those in flight (0 = no limit).
+    public var maxQueuedMessages = 1000
+    /// Payload bytes queued per client (0 = no limit).
+    public var maxQueuedBytes = 0
+    /// The largest payload accepted (0 = the protocol's limit).
+    public var messageSizeLimit = 0
+    /// The largest packet accepted (0 = the protocol's limit).
+    public var maxPacketSize = 0
+    public var maxKeepalive: UInt16 = 65_535
+    /// How long a disconnected persistent 3.1.1 session lives (`nil` = for ever).
+    public var persistentClientExpiration: Duration?
+    public var persistence = false
+    public var persistenceLocation = ""
+    public var retainAvailable = true
+    public var allowZeroLengthClientID = true
+    public var autoIDPrefix = "auto-"
+    /// Seconds between `$SYS` updates (0 = no `$SYS` topics).
+    public var sysInterval = 10
+    /// We default to true; mosquitto defaults to false.
+    public var setTCPNoDelay = true
+    public var logTypes: Set<LogType> = [.error, .warning, .notice, .information]
+    public var logDestinations: [LogDestination] = [.stderr]
+    /// Our key `metrics_listener PORT [ADDRESS]`: Prometheus text at `/metrics`.
+    public var metricsListener: Listener?
+    /// Seconds a socket may stay open without sending CONNECT (our key `connect_timeout`).
+    public var connectTimeout = 10
+    /// Topic aliases a client may use towards us (mosquitto's `max_topic_alias`, default 10).
+    public var maxTopicAlias: UInt16 = 10
+
+    public init() {}
+
+    /// What `databus broker` runs with no configuration file: 127.0.0.1 and ::1 on 1883,
+    /// anonymous clients allowed, as mosquitto 2 does.
+    public static var standalone: BrokerConfiguration {
+        var configuration = BrokerConfiguration()
+        configuration.listeners = [Listener(port: 1883, address: "127.0.0.1"), Listener(port: 1883, address: "::1")]
+        configuration.allowAnonymous = true
+        return configuration
+    }
+
+    /// Whether anonymous clients may connect through `listener`.
+    func allowsAnonymous(on listener: Listener) -> Bool {
+        perListenerSettings ? (listener.allowAnonymous ?? false) : allowAnonymous
+    }
+
+    /// The largest whole packet the decoder accepts.
+    var effectiveMaxPacketSize: Int {
+        maxPacketSize > 0 ? maxPacketSize : 268_435_460
+    }
+}

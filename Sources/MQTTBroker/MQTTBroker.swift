@@ -1,1 +1,0 @@
-// The embedded MQTT broker; see Broker.swift.

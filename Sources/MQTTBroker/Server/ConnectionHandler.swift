@@ -1,0 +1,510 @@
+import Logging
+import MQTTCore
+import NIOCore
+
+/// One client connection: CONNECT and authentication, then every packet the client sends,
+/// keep alive, will and session expiry when the connection ends.
+///
+/// Runs on the connection's event loop. Packets to the client leave through its
+/// ``SessionOutlet``; bad input closes this connection only, after a 5.0 DISCONNECT that
+/// carries the reason.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = MQTTPacket
+    typealias OutboundOut = ByteBuffer
+
+    private struct Connected {
+        let session: Session
+        let outlet: SessionOutlet
+        let version: MQTTProtocolVersion
+        var will: ConnectPacket.Will?
+        var sessionExpiry: UInt32
+        var topicAliases: [UInt16: String] = [:]
+        var cleanDisconnect = false
+    }
+
+    private enum State {
+        case awaitingConnect
+        /// The authenticator is deciding; packets that arrive meanwhile wait here.
+        case authenticating(pending: [MQTTPacket])
+        case connected(Connected)
+        case closed
+    }
+
+    private let core: BrokerCore
+    private let listener: BrokerConfiguration.Listener
+    private var state = State.awaitingConnect
+    private var logger: Logger
+    private var connectTimeout: Scheduled<Void>?
+    private var keepAliveTask: RepeatedTask?
+    private var lastActivity = NIODeadline.now()
+
+    init(core: BrokerCore, listener: BrokerConfiguration.Listener) {
+        self.core = core
+        self.listener = listener
+        self.logger = core.logger
+    }
+
+    // MARK: Channel events
+
+    func channelActive(context: ChannelHandlerContext) {
+        core.register(context.channel)
+        if let address = context.remoteAddress { logger[metadataKey: "peer"] = "\(address)" }
+        let seconds = Int64(core.configuration.connectTimeout)
+        let channel = context.channel
+        connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) { [logger] in
+            logger.notice("closing a connection that sent no CONNECT within \(seconds) s")
+            channel.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let packet = unwrapInboundIn(data)
+        lastActivity = .now()
+        switch state {
+        case .awaitingConnect:
+            guard case .connect(let connect) = packet else {
+                // The decoder lets only CONNECT through first; anything else is a protocol error.
+                return closeConnection(context, reason: .protocolError, why: "first packet is \(packet.type), not CONNECT")
+            }
+            handleConnect(connect, context: context)
+        case .authenticating(var pending):
+            pending.append(packet)
+            state = .authenticating(pending: pending)
+        case .connected(var connected):
+            handle(packet, connected: &connected, context: context)
+            if case .connected = state { state = .connected(connected) }
+        case .closed:
+            break
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .connected(let connected) = state {
+            connected.session.resumeSending(now: .now())
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? MQTTDecodingError {
+            if case .awaitingConnect = state, error.kind == .unsupportedProtocolVersion {
+                // A 3.1.1-format CONNACK "unacceptable protocol version" is what older clients understand.
+                logger.notice("refusing connection: \(error.detail)")
+                core.statistics.connectionsRefused.wrappingIncrement(ordering: .relaxed)
+                let refusal = context.channel.allocator.buffer(bytes: [0x20, 0x02, 0x00, ConnectReturnCode.unacceptableProtocolVersion.rawValue])
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(refusal)).whenComplete { _ in channel.close(promise: nil) }
+                state = .closed
+                return
+            }
+            closeConnection(context, reason: error.reasonCode, why: "malformed input: \(error.detail)")
+        } else {
+            logger.debug("connection error: \(error)")
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connectTimeout?.cancel()
+        keepAliveTask?.cancel()
+        core.unregister(context.channel)
+        if case .connected(let connected) = state { connectionEnded(connected) }
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    // MARK: CONNECT
+
+    private func handleConnect(_ connect: ConnectPacket, context: ChannelHandlerContext) {
+        connectTimeout?.cancel()
+        let configuration = core.configuration
+        let version = connect.protocolVersion
+        var clientID = connect.clientIdentifier
+        var assigned = false
+        if clientID.isEmpty {
+            guard configuration.allowZeroLengthClientID, version == .v5 || connect.cleanStart else {
+                return refuse(context, version: version, reason: .clientIdentifierNotValid, why: "empty client identifier")
+            }
+            clientID = core.assignClientIdentifier()
+            assigned = true
+        }
+        logger[metadataKey: "client"] = "\(clientID)"
+        var serverKeepAlive: UInt16?
+        if connect.keepAlive > configuration.maxKeepalive || (connect.keepAlive == 0 && configuration.maxKeepalive < 65_535) {
+            guard version == .v5 else {
+                return refuse(
+                    context,
+                    version: version,
+                    reason: .clientIdentifierNotValid,
+                    why: "keep alive \(connect.keepAlive) s is not allowed (max_keepalive \(configuration.maxKeepalive))"
+                )
+            }
+            serverKeepAlive = configuration.maxKeepalive
+        }
+        if connect.will?.retain == true && !configuration.retainAvailable {
+            return refuse(context, version: version, reason: .retainNotSupported, why: "retained will while retain_available is false")
+        }
+
+        let request = ConnectRequest(
+            clientIdentifier: clientID,
+            username: connect.username,
+            password: connect.password,
+            protocolVersion: version,
+            listener: listener,
+            remoteAddress: context.remoteAddress,
+            properties: connect.properties
+        )
+        guard let authenticator = core.authenticator else {
+            let result: AuthenticationResult =
+                configuration.allowsAnonymous(on: listener)
+                ? .accepted(username: connect.username, method: "anonymous")
+                : .refused(.notAuthorized, why: "anonymous clients are not allowed and no authentication is configured")
+            return finishConnect(connect, clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive, result: result, context: context)
+        }
+        state = .authenticating(pending: [])
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let decided = (clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive)
+        context.eventLoop.makeFutureWithTask { await authenticator.authenticate(request) }.whenSuccess { result in
+            let (handler, context) = bound.value
+            guard case .authenticating(let pending) = handler.state else { return }
+            handler.finishConnect(
+                connect,
+                clientID: decided.clientID,
+                assigned: decided.assigned,
+                serverKeepAlive: decided.serverKeepAlive,
+                result: result,
+                context: context
+            )
+            guard case .connected = handler.state else { return }
+            for packet in pending {
+                guard case .connected(var connected) = handler.state else { break }
+                handler.handle(packet, connected: &connected, context: context)
+                if case .connected = handler.state { handler.state = .connected(connected) }
+            }
+        }
+    }
+
+    private func finishConnect(
+        _ connect: ConnectPacket,
+        clientID: String,
+        assigned: Bool,
+        serverKeepAlive: UInt16?,
+        result: AuthenticationResult,
+        context: ChannelHandlerContext
+    ) {
+        let version = connect.protocolVersion
+        guard case .accepted(let username, let method) = result else {
+            if case .refused(let reason, let why) = result { refuse(context, version: version, reason: reason, why: why) }
+            return
+        }
+        let configuration = core.configuration
+        let sessionExpiry: UInt32
+        switch version {
+        case .v5: sessionExpiry = connect.properties.sessionExpiryInterval ?? 0
+        case .v3_1_1:
+            if connect.cleanStart {
+                sessionExpiry = 0
+            } else if let expiration = configuration.persistentClientExpiration {
+                sessionExpiry = UInt32(clamping: expiration.components.seconds)
+            } else {
+                sessionExpiry = UInt32.max
+            }
+        }
+        let (session, present) = core.openSession(clientID: clientID, cleanStart: connect.cleanStart)
+        session.expiryInterval = sessionExpiry
+        let clientReceiveMaximum = Int(connect.properties.receiveMaximum ?? UInt16.max)
+        let outlet = SessionOutlet(
+            channel: context.channel,
+            protocolVersion: version,
+            clientMaximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) },
+            sendQuota: min(core.sessionLimits.maxInflight, clientReceiveMaximum),
+            statistics: core.statistics
+        )
+        var properties = Properties()
+        if version == .v5 {
+            if core.receiveMaximum < 65_535 { properties.append(.receiveMaximum(UInt16(core.receiveMaximum))) }
+            if !configuration.retainAvailable { properties.append(.retainAvailable(0)) }
+            if configuration.maxPacketSize > 0 { properties.append(.maximumPacketSize(UInt32(configuration.maxPacketSize))) }
+            if configuration.maxTopicAlias > 0 { properties.append(.topicAliasMaximum(configuration.maxTopicAlias)) }
+            properties.append(.sharedSubscriptionAvailable(0))
+            if let serverKeepAlive { properties.append(.serverKeepAlive(serverKeepAlive)) }
+            if assigned { properties.append(.assignedClientIdentifier(clientID)) }
+        }
+        outlet.send(.connack(ConnAckPacket(sessionPresent: present, reasonCode: .success, properties: properties)))
+        state = .connected(Connected(session: session, outlet: outlet, version: version, will: connect.will, sessionExpiry: sessionExpiry))
+        session.attach(outlet, now: .now())
+        core.statistics.clientConnected()
+        startKeepAlive(seconds: serverKeepAlive ?? connect.keepAlive, context: context)
+        logger.info(
+            "client connected",
+            metadata: [
+                "version": "\(version)", "user": "\(username ?? "-")", "auth": "\(method)",
+                "clean": "\(connect.cleanStart)", "sessionPresent": "\(present)",
+            ]
+        )
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, version: MQTTProtocolVersion, reason: ReasonCode, why: String) {
+        logger.notice("refusing connection: \(why)", metadata: ["reason": "\(reason)"])
+        core.statistics.connectionsRefused.wrappingIncrement(ordering: .relaxed)
+        state = .closed
+        var buffer = context.channel.allocator.buffer(capacity: 8)
+        try? MQTTPacket.connack(ConnAckPacket(reasonCode: reason)).write(to: &buffer, version: version)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func startKeepAlive(seconds: UInt16, context: ChannelHandlerContext) {
+        guard seconds > 0 else { return }
+        // Checked every half keep alive; the limit is one and a half keep alives of silence.
+        let limit = TimeAmount.milliseconds(Int64(seconds) * 1500)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        keepAliveTask = context.eventLoop.scheduleRepeatedTask(
+            initialDelay: .milliseconds(Int64(seconds) * 500),
+            delay: .milliseconds(Int64(seconds) * 500)
+        ) { task in
+            let (handler, context) = bound.value
+            guard NIODeadline.now() - handler.lastActivity > limit else { return }
+            task.cancel()
+            handler.closeConnection(context, reason: .keepAliveTimeout, why: "nothing received for 1.5 × keep alive (\(seconds) s)")
+        }
+    }
+
+    // MARK: Packets after CONNECT
+
+    private func handle(_ packet: MQTTPacket, connected: inout Connected, context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        switch packet {
+        case .publish(let publish):
+            handlePublish(publish, connected: &connected, context: context, now: now)
+        case .puback(let ack):
+            connected.session.acknowledge(ack.packetIdentifier, now: now)
+        case .pubrec(let received):
+            if !connected.session.received(received.packetIdentifier, reasonCode: received.reasonCode, now: now) {
+                connected.outlet.send(.pubrel(PubRelPacket(packetIdentifier: received.packetIdentifier, reasonCode: .packetIdentifierNotFound)))
+            }
+        case .pubrel(let release):
+            let known = connected.session.releaseIncoming(release.packetIdentifier)
+            connected.outlet.send(
+                .pubcomp(PubCompPacket(packetIdentifier: release.packetIdentifier, reasonCode: known ? .success : .packetIdentifierNotFound))
+            )
+        case .pubcomp(let complete):
+            connected.session.acknowledge(complete.packetIdentifier, now: now)
+        case .subscribe(let subscribe):
+            handleSubscribe(subscribe, connected: connected, context: context, now: now)
+        case .unsubscribe(let unsubscribe):
+            handleUnsubscribe(unsubscribe, connected: connected)
+        case .pingreq:
+            connected.outlet.send(.pingresp)
+        case .disconnect(let disconnect):
+            handleDisconnect(disconnect, connected: &connected, context: context)
+        case .auth:
+            closeConnection(context, reason: .protocolError, why: "AUTH without an authentication method in CONNECT")
+        case .connect:
+            closeConnection(context, reason: .protocolError, why: "a second CONNECT")
+        case .connack, .suback, .unsuback, .pingresp:
+            closeConnection(context, reason: .protocolError, why: "\(packet.type) is sent by servers only")
+        }
+    }
+
+    private func handlePublish(_ publish: PublishPacket, connected: inout Connected, context: ChannelHandlerContext, now: NIODeadline) {
+        let configuration = core.configuration
+        var publish = publish
+        core.statistics.messagesReceived.wrappingIncrement(ordering: .relaxed)
+        if connected.version == .v5, let alias = publish.properties.topicAlias {
+            guard alias <= configuration.maxTopicAlias else {
+                return closeConnection(
+                    context,
+                    reason: .topicAliasInvalid,
+                    why: "topic alias \(alias) above our maximum \(configuration.maxTopicAlias)"
+                )
+            }
+            if publish.topicName.isEmpty {
+                guard let topic = connected.topicAliases[alias] else {
+                    return closeConnection(context, reason: .protocolError, why: "topic alias \(alias) was never set")
+                }
+                publish.topicName = topic
+            } else {
+                connected.topicAliases[alias] = publish.topicName
+            }
+        }
+        if publish.retain && !configuration.retainAvailable {
+            return closeConnection(context, reason: .retainNotSupported, why: "retained PUBLISH while retain_available is false")
+        }
+        if publish.qos == .exactlyOnce, let identifier = publish.packetIdentifier {
+            guard connected.session.beginIncoming(identifier) else {
+                // A re-sent QoS 2 PUBLISH before PUBREL: acknowledge again, deliver nothing.
+                connected.outlet.send(.pubrec(PubRecPacket(packetIdentifier: identifier)))
+                return
+            }
+            if connected.session.incomingAwaitingRelease > core.receiveMaximum {
+                return closeConnection(context, reason: .receiveMaximumExceeded, why: "more QoS 2 messages in flight than our receive maximum")
+            }
+        }
+
+        var reason = ReasonCode.success
+        if configuration.messageSizeLimit > 0 && publish.payload.readableBytes > configuration.messageSizeLimit {
+            reason = .quotaExceeded
+            core.statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            logger.notice("dropping a message over message_size_limit", metadata: ["topic": "\(publish.topicName)"])
+        } else if publish.topicName.hasPrefix("$SYS/") || publish.topicName == "$SYS" {
+            core.statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+        } else {
+            let message = ApplicationMessage(publish: publish, publisherID: connected.session.clientID, now: now)
+            if core.publish(message, now: now) == 0 && connected.version == .v5 { reason = .noMatchingSubscribers }
+        }
+
+        guard let identifier = publish.packetIdentifier else { return }
+        switch publish.qos {
+        case .atMostOnce: break
+        case .atLeastOnce: connected.outlet.send(.puback(PubAckPacket(packetIdentifier: identifier, reasonCode: reason)))
+        case .exactlyOnce:
+            if reason.isFailure { _ = connected.session.releaseIncoming(identifier) }
+            connected.outlet.send(.pubrec(PubRecPacket(packetIdentifier: identifier, reasonCode: reason)))
+        }
+    }
+
+    private func handleSubscribe(_ subscribe: SubscribePacket, connected: Connected, context: ChannelHandlerContext, now: NIODeadline) {
+        let v5 = connected.version == .v5
+        let identifier = subscribe.properties.subscriptionIdentifiers.first
+        var codes: [ReasonCode] = []
+        var retainedToSend: [(ApplicationMessage, QoS)] = []
+        for subscription in subscribe.subscriptions {
+            let filter = subscription.topicFilter
+            if filter.hasPrefix("$share/") {
+                codes.append(v5 ? .sharedSubscriptionsNotSupported : .unspecifiedError)
+                continue
+            }
+            do {
+                try TopicFilter.validate(filter)
+            } catch {
+                logger.notice("refusing subscription: \(error)", metadata: ["filter": "\(filter)"])
+                codes.append(v5 ? .topicFilterInvalid : .unspecifiedError)
+                continue
+            }
+            var options = subscription.options
+            if !v5 { options = SubscriptionOptions(qos: options.qos) }
+            let existed = connected.session.addSubscription(filter, state: .init(options: options, identifier: identifier))
+            core.router.subscribe(filter, entry: RouteEntry(session: connected.session, options: options, identifier: identifier))
+            codes.append(.granted(options.qos))
+            logger.debug("subscribed", metadata: ["filter": "\(filter)", "qos": "\(options.qos.rawValue)"])
+            let sendRetained =
+                options.retainHandling == .sendOnSubscribe || (options.retainHandling == .sendOnNewSubscribe && !existed)
+            if sendRetained {
+                for message in core.retained.matching(filter, now: now) {
+                    retainedToSend.append((message, min(options.qos, message.qos)))
+                }
+            }
+        }
+        connected.outlet.send(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)))
+        for (message, qos) in retainedToSend {
+            connected.session.deliver(message, qos: qos, retain: true, subscriptionIdentifiers: identifier.map { [$0] } ?? [], now: now)
+        }
+    }
+
+    private func handleUnsubscribe(_ unsubscribe: UnsubscribePacket, connected: Connected) {
+        var codes: [ReasonCode] = []
+        for filter in unsubscribe.topicFilters {
+            let existed = connected.session.removeSubscription(filter) != nil
+            if existed { core.router.unsubscribe(filter, session: connected.session) }
+            codes.append(existed ? .success : .noSubscriptionExisted)
+        }
+        let v5 = connected.version == .v5
+        connected.outlet.send(.unsuback(UnsubAckPacket(packetIdentifier: unsubscribe.packetIdentifier, reasonCodes: v5 ? codes : [])))
+    }
+
+    private func handleDisconnect(_ disconnect: DisconnectPacket, connected: inout Connected, context: ChannelHandlerContext) {
+        if connected.version == .v5 {
+            if let expiry = disconnect.properties.sessionExpiryInterval {
+                guard connected.sessionExpiry != 0 || expiry == 0 else {
+                    return closeConnection(context, reason: .protocolError, why: "DISCONNECT sets a session expiry after CONNECT set 0")
+                }
+                connected.sessionExpiry = expiry
+                connected.session.expiryInterval = expiry
+            }
+            if disconnect.reasonCode != .disconnectWithWillMessage { connected.will = nil }
+        } else {
+            connected.will = nil
+        }
+        connected.cleanDisconnect = true
+        logger.debug("client disconnected", metadata: ["reason": "\(disconnect.reasonCode)"])
+        state = .connected(connected)
+        context.close(promise: nil)
+    }
+
+    // MARK: Ending
+
+    /// Closes this connection, telling a 5.0 client why first.
+    private func closeConnection(_ context: ChannelHandlerContext, reason: ReasonCode, why: String) {
+        logger.notice("closing connection: \(why)", metadata: ["reason": "\(reason)"])
+        if case .connected(let connected) = state, connected.version == .v5 {
+            connected.outlet.close(reason: reason)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    private func connectionEnded(_ connected: Connected) {
+        core.statistics.clientDisconnected()
+        let session = connected.session
+        let stillOwner = session.detach(connected.outlet)
+        let now = NIODeadline.now()
+        if !connected.cleanDisconnect { logger.info("connection lost") }
+
+        if let will = connected.will {
+            let message = ApplicationMessage(
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties: willMessageProperties(will.properties),
+                publisherID: session.clientID
+            )
+            let delay = connected.version == .v5 ? will.properties.willDelayInterval ?? 0 : 0
+            if delay == 0 || connected.sessionExpiry == 0 {
+                if delay == 0 || stillOwner { core.publish(message, now: now) }
+            } else if stillOwner {
+                let core = self.core
+                let task = connected.outlet.channel.eventLoop.scheduleTask(in: .seconds(Int64(delay))) {
+                    if let will = session.takeDelayedWill() { core.publish(will, now: .now()) }
+                }
+                session.setDelayedWill(message, task: task)
+            }
+        }
+
+        guard stillOwner else { return }
+        switch connected.sessionExpiry {
+        case 0:
+            core.endSession(session)
+        case UInt32.max:
+            break
+        default:
+            let core = self.core
+            let task = connected.outlet.channel.eventLoop.scheduleTask(in: .seconds(Int64(connected.sessionExpiry))) {
+                if !session.isConnected { core.endSession(session) }
+            }
+            session.setExpiryTask(task)
+        }
+    }
+
+    private func willMessageProperties(_ properties: Properties) -> Properties {
+        var properties = properties
+        properties.removeAll(.willDelayInterval)
+        return properties
+    }
+}
+
+/// Counts the bytes clients send, before decoding.
+final class ByteCountingHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let statistics: BrokerStatistics
+
+    init(statistics: BrokerStatistics) { self.statistics = statistics }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        statistics.bytesReceived.wrappingIncrement(by: unwrapInboundIn(data).readableBytes, ordering: .relaxed)
+        context.fireChannelRead(data)
+    }
+}

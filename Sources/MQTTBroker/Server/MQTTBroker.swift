@@ -1,0 +1,138 @@
+import Logging
+import MQTTCore
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// The embedded MQTT 3.1.1 + 5.0 broker.
+///
+/// Connections spread over every event loop of `eventLoopGroup` (one per core by default);
+/// routing runs on the publisher's loop and hands packets to each subscriber's loop.
+/// As a `Service` it runs until graceful shutdown, then tells 5.0 clients 0x8B
+/// (server shutting down) and closes.
+public final class MQTTBroker: Service, Sendable {
+    private let core: BrokerCore
+    private let group: any EventLoopGroup
+    private let serverChannels = NIOLockedValueBox<[any Channel]>([])
+    private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
+
+    /// - Parameters:
+    ///   - configuration: listeners, limits and behaviour, e.g. from ``MosquittoConfigParser``.
+    ///   - logger: where connections, refusals and errors are logged.
+    ///   - authenticator: decides who may connect; `nil` applies `allow_anonymous` alone.
+    ///   - eventLoopGroup: the loops connections run on.
+    public init(
+        configuration: BrokerConfiguration,
+        logger: Logger = Logger(label: "databus.broker"),
+        authenticator: (any Authenticator)? = nil,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.core = BrokerCore(configuration: configuration, logger: logger, authenticator: authenticator)
+        self.group = eventLoopGroup
+    }
+
+    /// Binds every listener and starts serving.
+    /// - Returns: the addresses bound, in the order of the configuration's listeners.
+    @discardableResult
+    public func start() async throws -> [SocketAddress] {
+        var addresses: [SocketAddress] = []
+        for listener in core.configuration.listeners {
+            let channels = try await bind(listener)
+            addresses += channels.compactMap(\.localAddress)
+            serverChannels.withLockedValue { $0 += channels }
+        }
+        startSysTopics()
+        core.logger.notice("databus broker listening", metadata: ["addresses": "\(addresses.map { "\($0)" })"])
+        return addresses
+    }
+
+    /// The addresses the broker listens on.
+    public var localAddresses: [SocketAddress] {
+        serverChannels.withLockedValue { $0.compactMap(\.localAddress) }
+    }
+
+    /// Stops accepting connections, disconnects every client (0x8B for 5.0) and closes.
+    public func shutdown() async {
+        sysTask.withLockedValue { $0?.cancel() }
+        let channels = serverChannels.withLockedValue { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for channel in channels { try? await channel.close() }
+        core.disconnectAll()
+        // Give the DISCONNECT packets a moment to leave before the caller tears the loops down.
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+
+    /// Runs until graceful shutdown (SIGTERM/SIGINT through a ServiceGroup) or cancellation.
+    public func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    private func bind(_ listener: BrokerConfiguration.Listener) async throws -> [any Channel] {
+        let core = self.core
+        let configuration = core.configuration
+        let connections = ManagedConnectionCount(limit: listener.maxConnections)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 512)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                guard connections.open() else {
+                    core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in connections.close() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(statistics: core.statistics))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(MQTTPacketDecoder(maximumPacketSize: configuration.effectiveMaxPacketSize))
+                    )
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: listener))
+                }
+            }
+        if let address = listener.address {
+            return [try await bootstrap.bind(host: address, port: listener.port).get()]
+        }
+        // No address: every IPv6 and IPv4 address, as mosquitto does.
+        do {
+            return [try await bootstrap.bind(host: "::", port: listener.port).get()]
+        } catch {
+            return [try await bootstrap.bind(host: "0.0.0.0", port: listener.port).get()]
+        }
+    }
+
+    // MARK: $SYS
+
+    private func startSysTopics() {
+        let interval = core.configuration.sysInterval
+        guard interval > 0 else { return }
+        let core = self.core
+        let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(Int64(interval))) { _ in
+            SysTopics.publish(core)
+        }
+        sysTask.withLockedValue { $0 = task }
+    }
+}
+
+/// Connections open on one listener, against its `max_connections`.
+private final class ManagedConnectionCount: Sendable {
+    private let limit: Int
+    private let count = NIOLockedValueBox(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    func open() -> Bool {
+        count.withLockedValue { count in
+            guard limit < 0 || count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func close() { count.withLockedValue { $0 -= 1 } }
+}

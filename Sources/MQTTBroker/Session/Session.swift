@@ -1,0 +1,325 @@
+import DequeModule
+import MQTTCore
+import NIOConcurrencyHelpers
+import NIOCore
+import OrderedCollections
+
+/// The state the broker keeps for one client identifier, across its connections: its
+/// subscriptions, the QoS 1/2 messages in flight to it, the messages queued for it, and the
+/// QoS 2 messages it sent that await PUBREL.
+///
+/// Any event loop may deliver to a session; a lock guards its state. Packets leave through a
+/// ``SessionOutlet`` while the lock is held, so their order on the wire is the order the
+/// session decided on.
+final class Session: @unchecked Sendable {
+    /// Per-client bounds from the configuration.
+    struct Limits: Sendable {
+        var maxInflight: Int
+        var maxQueuedMessages: Int
+        var maxQueuedBytes: Int
+    }
+
+    struct SubscriptionState: Sendable {
+        var options: SubscriptionOptions
+        var identifier: Int?
+        /// For shared subscriptions, the group; the router holds them separately.
+        var sharedGroup: String?
+    }
+
+    private enum OutgoingState {
+        /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
+        case published
+        /// PUBREL sent, awaiting PUBCOMP.
+        case released
+    }
+
+    private struct Outgoing {
+        var message: ApplicationMessage
+        var qos: QoS
+        var retain: Bool
+        var subscriptionIdentifiers: [Int]
+        var state: OutgoingState
+    }
+
+    private struct Queued {
+        var message: ApplicationMessage
+        var qos: QoS
+        var retain: Bool
+        var subscriptionIdentifiers: [Int]
+    }
+
+    let clientID: String
+    private let lock = NIOLock()
+    private let limits: Limits
+    private let statistics: BrokerStatistics
+
+    // Everything below is guarded by `lock`.
+    private var outlet: SessionOutlet?
+    private var inflight = OrderedDictionary<UInt16, Outgoing>()
+    private var queue = Deque<Queued>()
+    private var queuedBytes = 0
+    private var lastPacketIdentifier: UInt16 = 0
+    private var subscriptionStates: [String: SubscriptionState] = [:]
+    private var awaitingRelease = Set<UInt16>()
+    /// Seconds the session outlives its connection; `UInt32.max` means for ever.
+    private var expiryIntervalStorage: UInt32 = 0
+    private var expiryTask: Scheduled<Void>?
+    private var delayedWill: (message: ApplicationMessage, task: Scheduled<Void>)?
+
+    init(clientID: String, limits: Limits, statistics: BrokerStatistics) {
+        self.clientID = clientID
+        self.limits = limits
+        self.statistics = statistics
+    }
+
+    // MARK: Connection
+
+    /// Binds the session to a new connection and returns nothing: it re-sends what was in
+    /// flight (PUBLISH with DUP, or PUBREL) and then what was queued, through `outlet`.
+    func attach(_ outlet: SessionOutlet, now: NIODeadline) {
+        lock.withLock {
+            self.outlet = outlet
+            expiryTask?.cancel()
+            expiryTask = nil
+            delayedWill?.task.cancel()
+            delayedWill = nil
+            var packets: [MQTTPacket] = []
+            var expired: [UInt16] = []
+            for (identifier, outgoing) in inflight {
+                switch outgoing.state {
+                case .published:
+                    if outgoing.message.isExpired(at: now) {
+                        expired.append(identifier)
+                        continue
+                    }
+                    let publish = outgoing.message.publishPacket(
+                        qos: outgoing.qos,
+                        retain: outgoing.retain,
+                        packetIdentifier: identifier,
+                        dup: true,
+                        subscriptionIdentifiers: outgoing.subscriptionIdentifiers,
+                        now: now
+                    )
+                    packets.append(.publish(publish))
+                case .released:
+                    packets.append(.pubrel(PubRelPacket(packetIdentifier: identifier)))
+                }
+            }
+            for identifier in expired {
+                inflight.removeValue(forKey: identifier)
+                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            }
+            outlet.send(packets)
+            drainLocked(now: now)
+        }
+    }
+
+    /// Unbinds `outlet` if it is still the session's connection (a takeover may have replaced it).
+    /// - Returns: whether it was.
+    @discardableResult
+    func detach(_ outlet: SessionOutlet) -> Bool {
+        lock.withLock {
+            guard self.outlet === outlet else { return false }
+            self.outlet = nil
+            return true
+        }
+    }
+
+    var isConnected: Bool { lock.withLock { outlet != nil } }
+
+    /// Closes the current connection, if any, telling a 5.0 client `reason`.
+    func disconnectClient(reason: ReasonCode) {
+        let outlet = lock.withLock { () -> SessionOutlet? in
+            defer { self.outlet = nil }
+            return self.outlet
+        }
+        outlet?.close(reason: reason)
+    }
+
+    var expiryInterval: UInt32 {
+        get { lock.withLock { expiryIntervalStorage } }
+        set { lock.withLock { expiryIntervalStorage = newValue } }
+    }
+
+    /// Keeps the task that ends the session after its expiry interval, cancelling any earlier one.
+    func setExpiryTask(_ task: Scheduled<Void>?) {
+        lock.withLock {
+            expiryTask?.cancel()
+            expiryTask = task
+        }
+    }
+
+    /// Keeps a will that goes out after its delay unless the client reconnects first.
+    func setDelayedWill(_ message: ApplicationMessage, task: Scheduled<Void>) {
+        lock.withLock {
+            delayedWill?.task.cancel()
+            delayedWill = (message, task)
+        }
+    }
+
+    /// Takes the delayed will, if one is still waiting (when its delay ends, or the session does).
+    func takeDelayedWill() -> ApplicationMessage? {
+        lock.withLock {
+            defer { delayedWill = nil }
+            delayedWill?.task.cancel()
+            return delayedWill?.message
+        }
+    }
+
+    // MARK: Subscriptions
+
+    /// Records a subscription; returns whether one with the same filter existed.
+    func addSubscription(_ filter: String, state: SubscriptionState) -> Bool {
+        lock.withLock { subscriptionStates.updateValue(state, forKey: filter) != nil }
+    }
+
+    func removeSubscription(_ filter: String) -> SubscriptionState? {
+        lock.withLock { subscriptionStates.removeValue(forKey: filter) }
+    }
+
+    var subscriptions: [String: SubscriptionState] { lock.withLock { subscriptionStates } }
+
+    // MARK: Outgoing messages
+
+    /// Sends `message` to the client now, or queues it: while offline (QoS 1/2 only), while the
+    /// in-flight window is full, or while the connection's buffer is full. Drops and counts it
+    /// when the queue is full or it is too large for the client.
+    func deliver(_ message: ApplicationMessage, qos: QoS, retain: Bool, subscriptionIdentifiers: [Int], now: NIODeadline) {
+        lock.withLock {
+            guard let outlet else {
+                if qos == .atMostOnce {
+                    statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                } else {
+                    enqueueLocked(Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers))
+                }
+                return
+            }
+            if queue.isEmpty && outlet.isWritable && (qos == .atMostOnce || inflight.count < outlet.sendQuota) {
+                sendLocked(
+                    Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers),
+                    through: outlet,
+                    now: now
+                )
+            } else {
+                enqueueLocked(Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers))
+            }
+        }
+    }
+
+    /// Sends one message, giving QoS 1/2 a packet identifier and an in-flight slot.
+    private func sendLocked(_ item: Queued, through outlet: SessionOutlet, now: NIODeadline) {
+        if item.message.isExpired(at: now) {
+            statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        let identifier = item.qos == .atMostOnce ? nil : nextPacketIdentifierLocked()
+        let publish = item.message.publishPacket(
+            qos: item.qos,
+            retain: item.retain,
+            packetIdentifier: identifier,
+            subscriptionIdentifiers: item.subscriptionIdentifiers,
+            now: now
+        )
+        let packet = MQTTPacket.publish(publish)
+        guard outlet.fits(packet) else {
+            statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        if let identifier {
+            inflight[identifier] = Outgoing(
+                message: item.message,
+                qos: item.qos,
+                retain: item.retain,
+                subscriptionIdentifiers: item.subscriptionIdentifiers,
+                state: .published
+            )
+        }
+        outlet.send(packet)
+    }
+
+    private func enqueueLocked(_ item: Queued) {
+        let size = item.message.payload.readableBytes
+        let countFull = limits.maxQueuedMessages > 0 && queue.count >= limits.maxQueuedMessages
+        let bytesFull = limits.maxQueuedBytes > 0 && queuedBytes + size > limits.maxQueuedBytes
+        if countFull || bytesFull {
+            // Make room by dropping the oldest QoS 0 message, if there is one; otherwise drop this one.
+            if item.qos != .atMostOnce, let index = queue.firstIndex(where: { $0.qos == .atMostOnce }) {
+                queuedBytes -= queue[index].message.payload.readableBytes
+                queue.remove(at: index)
+                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            } else {
+                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                return
+            }
+        }
+        queue.append(item)
+        queuedBytes += size
+    }
+
+    /// Moves queued messages to the client while the window and the connection allow.
+    private func drainLocked(now: NIODeadline) {
+        guard let outlet else { return }
+        while let next = queue.first, outlet.isWritable, next.qos == .atMostOnce || inflight.count < outlet.sendQuota {
+            queue.removeFirst()
+            queuedBytes -= next.message.payload.readableBytes
+            sendLocked(next, through: outlet, now: now)
+        }
+    }
+
+    private func nextPacketIdentifierLocked() -> UInt16 {
+        repeat {
+            lastPacketIdentifier = lastPacketIdentifier == UInt16.max ? 1 : lastPacketIdentifier + 1
+        } while inflight[lastPacketIdentifier] != nil
+        return lastPacketIdentifier
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the message is delivered.
+    /// - Returns: false when no such message was in flight.
+    @discardableResult
+    func acknowledge(_ identifier: UInt16, now: NIODeadline) -> Bool {
+        lock.withLock {
+            guard inflight.removeValue(forKey: identifier) != nil else { return false }
+            drainLocked(now: now)
+            return true
+        }
+    }
+
+    /// PUBREC from the client: answer PUBREL, or end the flow if the client refused the message.
+    /// - Returns: false when no such QoS 2 message was in flight.
+    func received(_ identifier: UInt16, reasonCode: ReasonCode, now: NIODeadline) -> Bool {
+        lock.withLock {
+            guard var outgoing = inflight[identifier], outgoing.qos == .exactlyOnce else { return false }
+            if reasonCode.isFailure {
+                inflight.removeValue(forKey: identifier)
+                drainLocked(now: now)
+                return true
+            }
+            outgoing.state = .released
+            inflight[identifier] = outgoing
+            outlet?.send(.pubrel(PubRelPacket(packetIdentifier: identifier)))
+            return true
+        }
+    }
+
+    /// The connection's buffer drained: send what waited for it.
+    func resumeSending(now: NIODeadline) {
+        lock.withLock { drainLocked(now: now) }
+    }
+
+    var queuedMessageCount: Int { lock.withLock { queue.count } }
+    var inflightMessageCount: Int { lock.withLock { inflight.count } }
+
+    // MARK: Incoming QoS 2
+
+    /// Records an incoming QoS 2 PUBLISH; false if its identifier awaits PUBREL already (a re-send).
+    func beginIncoming(_ identifier: UInt16) -> Bool {
+        lock.withLock { awaitingRelease.insert(identifier).inserted }
+    }
+
+    /// PUBREL from the client; false if the identifier was unknown.
+    func releaseIncoming(_ identifier: UInt16) -> Bool {
+        lock.withLock { awaitingRelease.remove(identifier) != nil }
+    }
+
+    var incomingAwaitingRelease: Int { lock.withLock { awaitingRelease.count } }
+}

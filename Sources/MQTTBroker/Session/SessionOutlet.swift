@@ -1,0 +1,98 @@
+import MQTTCore
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Where a connected client's packets go: packets are appended from any thread and written
+/// on the connection's event loop in batches, one flush per batch.
+///
+/// Appending (not writing) is all that callers do, so a session may hand packets over while
+/// it holds its lock: the order of hand-over is the order on the wire, and no channel event
+/// can re-enter the session during it.
+final class SessionOutlet: Sendable {
+    let channel: any Channel
+    let protocolVersion: MQTTProtocolVersion
+    /// The client's maximum packet size (5.0 CONNECT property), if it set one.
+    let clientMaximumPacketSize: Int?
+    /// How many QoS 1/2 messages may be in flight to the client (our limit and its receive maximum).
+    let sendQuota: Int
+    private let statistics: BrokerStatistics
+    private let pending = NIOLockedValueBox<(packets: [MQTTPacket], drainScheduled: Bool)>(([], false))
+
+    init(
+        channel: any Channel,
+        protocolVersion: MQTTProtocolVersion,
+        clientMaximumPacketSize: Int?,
+        sendQuota: Int,
+        statistics: BrokerStatistics
+    ) {
+        self.channel = channel
+        self.protocolVersion = protocolVersion
+        self.clientMaximumPacketSize = clientMaximumPacketSize
+        self.sendQuota = sendQuota
+        self.statistics = statistics
+    }
+
+    /// Whether the connection's outbound buffer has room (false while the client reads slowly).
+    var isWritable: Bool { channel.isWritable }
+
+    func send(_ packet: MQTTPacket) {
+        let schedule = pending.withLockedValue { state -> Bool in
+            state.packets.append(packet)
+            guard !state.drainScheduled else { return false }
+            state.drainScheduled = true
+            return true
+        }
+        if schedule { channel.eventLoop.execute { self.drain() } }
+    }
+
+    func send(_ packets: [MQTTPacket]) {
+        guard !packets.isEmpty else { return }
+        let schedule = pending.withLockedValue { state -> Bool in
+            state.packets.append(contentsOf: packets)
+            guard !state.drainScheduled else { return false }
+            state.drainScheduled = true
+            return true
+        }
+        if schedule { channel.eventLoop.execute { self.drain() } }
+    }
+
+    /// Whether `packet` fits the client's maximum packet size.
+    func fits(_ packet: MQTTPacket) -> Bool {
+        guard let limit = clientMaximumPacketSize else { return true }
+        return ((try? packet.encodedSize(version: protocolVersion)) ?? Int.max) <= limit
+    }
+
+    private func drain() {
+        let packets = pending.withLockedValue { state -> [MQTTPacket] in
+            state.drainScheduled = false
+            let packets = state.packets
+            state.packets.removeAll(keepingCapacity: true)
+            return packets
+        }
+        guard channel.isActive else { return }
+        var bytes = 0
+        for packet in packets {
+            var buffer = channel.allocator.buffer(capacity: 0)
+            do {
+                try packet.write(to: &buffer, version: protocolVersion)
+            } catch {
+                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                continue
+            }
+            bytes += buffer.readableBytes
+            if case .publish = packet { statistics.messagesSent.wrappingIncrement(ordering: .relaxed) }
+            channel.write(buffer, promise: nil)
+        }
+        statistics.bytesSent.wrappingIncrement(by: bytes, ordering: .relaxed)
+        channel.flush()
+    }
+
+    /// Sends DISCONNECT (5.0) with `reason` after anything pending, then closes.
+    func close(reason: ReasonCode) {
+        if protocolVersion == .v5 { send(.disconnect(DisconnectPacket(reasonCode: reason))) }
+        channel.eventLoop.execute {
+            // Runs after the drain scheduled above, so the DISCONNECT goes out first.
+            self.channel.eventLoop.execute { self.channel.close(promise: nil) }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MQTTBroker
+import ServiceLifecycle
+
+/// `databus broker`: the embedded MQTT broker, configured like mosquitto.
+struct BrokerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "broker",
+        abstract: "Run the MQTT 3.1.1/5.0 broker, configured with a mosquitto.conf.",
+        discussion: """
+            Without -c the broker listens on 127.0.0.1 and ::1, port 1883, and allows anonymous \
+            clients, as mosquitto 2 does. With -c it reads mosquitto.conf syntax; an unknown key, \
+            a bad value or a missing file is an error naming the file, the line and the key. \
+            SIGTERM or SIGINT shuts down gracefully (MQTT 5 clients are told 0x8B).
+
+            Examples:
+              databus broker
+              databus broker -c /etc/mosquitto/mosquitto.conf
+              databus broker -c mosquitto.conf --test-config
+            """
+    )
+
+    @Option(name: [.short, .customLong("config-file")], help: "A configuration file in mosquitto.conf syntax.")
+    var config: String?
+
+    @Option(name: .shortAndLong, help: "Listen on this port (replaces the default listener; with -c, adds a listener).")
+    var port: Int?
+
+    @Flag(name: .shortAndLong, help: "Log everything (as log_type all).")
+    var verbose = false
+
+    @Flag(name: .customLong("test-config"), help: "Check the configuration file and exit: 0 when it is valid, 1 otherwise.")
+    var testConfig = false
+
+    func run() async throws {
+        var configuration: BrokerConfiguration
+        if let config {
+            do {
+                configuration = try MosquittoConfigParser.parse(fileAt: config)
+            } catch {
+                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+        } else {
+            configuration = .standalone
+        }
+        if let port {
+            guard (0...65_535).contains(port) else { throw ValidationError("port must be 0-65535") }
+            if config == nil {
+                for index in configuration.listeners.indices { configuration.listeners[index].port = port }
+            } else {
+                configuration.listeners.append(.init(port: port))
+            }
+        }
+        if configuration.listeners.isEmpty {
+            // mosquitto 2 with a file but no listener: loopback on 1883.
+            configuration.listeners = BrokerConfiguration.standalone.listeners
+        }
+        if verbose { configuration.logTypes = [.all] }
+        if testConfig {
+            print("\(config ?? "default configuration"): OK")
+            return
+        }
+
+        let logger = BrokerLogging.bootstrap(configuration)
+        let broker = MQTTBroker(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        try await group.run()
+    }
+}
+
+/// Sets up swift-log from `log_type` and `log_dest`.
+enum BrokerLogging {
+    static func bootstrap(_ configuration: BrokerConfiguration) -> Logger {
+        let level = level(for: configuration.logTypes)
+        let destinations = configuration.logDestinations
+        LoggingSystem.bootstrap { label in
+            var handlers: [any LogHandler] = []
+            for destination in destinations {
+                switch destination {
+                case .stdout: handlers.append(StreamLogHandler.standardOutput(label: label))
+                case .stderr: handlers.append(StreamLogHandler.standardError(label: label))
+                case .file(let path): handlers.append(FileLogHandler(label: label, path: path))
+                case .none: break
+                }
+            }
+            var handler: any LogHandler = handlers.isEmpty ? SwiftLogNoOpLogHandler() : MultiplexLogHandler(handlers)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "databus.broker")
+        logger.logLevel = level
+        return logger
+    }
+
+    static func level(for types: Set<BrokerConfiguration.LogType>) -> Logger.Level {
+        if types.contains(.all) || types.contains(.debug) { return .debug }
+        if types.contains(.information) || types.contains(.subscribe) || types.contains(.unsubscribe) { return .info }
+        if types.contains(.notice) { return .notice }
+        if types.contains(.warning) { return .warning }
+        if types.contains(.error) { return .error }
+        return .critical
+    }
+}
+
+/// Appends log lines to a file (`log_dest file PATH`).
+struct FileLogHandler: LogHandler {
+    private let label: String
+    private let file: FileHandle?
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    init(label: String, path: String) {
+        self.label = label
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        self.file = FileHandle(forWritingAtPath: path)
+        _ = try? self.file?.seekToEnd()
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var all = metadata
+        if let extra = event.metadata { all.merge(extra) { $1 } }
+        let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let line = "\(Date().ISO8601Format()) \(event.level) \(label): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
+        file?.write(Data(line.utf8))
+    }
+}

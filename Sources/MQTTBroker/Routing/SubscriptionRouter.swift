@@ -13,15 +13,64 @@ struct Delivery {
     var qos: QoS
     var retainAsPublished: Bool
     var subscriptionIdentifiers: [Int]
+    /// Set when the message reached the session through a shared subscription.
+    var sharedGroup: SharedGroup? = nil
 }
 
 /// Who receives a topic: the subscription trie behind a readers-writer lock, so that every
 /// event loop routes at once and only subscription changes take the lock exclusively.
 final class SubscriptionRouter: @unchecked Sendable {
     private let trie = SubscriptionTrie<String, RouteEntry>()
+    /// Shared subscriptions: under each filter, one group per share name.
+    private let sharedTrie = SubscriptionTrie<String, SharedGroup>()
     private let lock = ReadWriteLock()
 
-    var count: Int { lock.withReadLock { trie.count } }
+    var count: Int {
+        lock.withReadLock { trie.count + sharedGroups.values.reduce(0) { $0 + $1.members.count } }
+    }
+
+    /// Every shared group, for counting; guarded by `lock`.
+    private var sharedGroups: [ObjectIdentifier: SharedGroup] = [:]
+
+    /// Adds (or updates) `entry`'s membership of the shared subscription.
+    func subscribe(_ shared: SharedSubscription, entry: RouteEntry) {
+        lock.withWriteLock {
+            let group: SharedGroup
+            if let existing = sharedTrie.value(for: shared.filter, key: shared.group) {
+                group = existing
+            } else {
+                group = SharedGroup(name: shared.group, filter: shared.filter)
+                sharedTrie.insert(shared.filter, key: shared.group, value: group)
+                sharedGroups[ObjectIdentifier(group)] = group
+            }
+            if let index = group.members.firstIndex(where: { $0.session === entry.session }) {
+                group.members[index] = entry
+            } else {
+                group.members.append(entry)
+            }
+        }
+    }
+
+    /// Removes `session` from the shared subscription; the group goes when its last member does.
+    @discardableResult
+    func unsubscribe(_ shared: SharedSubscription, session: Session) -> Bool {
+        lock.withWriteLock {
+            guard let group = sharedTrie.value(for: shared.filter, key: shared.group),
+                let index = group.members.firstIndex(where: { $0.session === session })
+            else { return false }
+            group.members.remove(at: index)
+            if group.members.isEmpty {
+                sharedTrie.remove(shared.filter, key: shared.group)
+                sharedGroups[ObjectIdentifier(group)] = nil
+            }
+            return true
+        }
+    }
+
+    /// Another member of `group` for a message whose chosen member `excluded` went away.
+    func alternate(in group: SharedGroup, excluding excluded: Session) -> RouteEntry? {
+        lock.withReadLock { group.pick(excluding: excluded) }
+    }
 
     func subscribe(_ filter: String, entry: RouteEntry) {
         lock.withWriteLock { _ = trie.insert(filter, key: entry.session.clientID, value: entry) }
@@ -56,6 +105,18 @@ final class SubscriptionRouter: @unchecked Sendable {
                     )
                 )
             }
+            sharedTrie.forEachMatch(message.topic) { _, group in
+                guard let member = group.pick() else { return }
+                deliveries.append(
+                    Delivery(
+                        session: member.session,
+                        qos: min(member.options.qos, message.qos),
+                        retainAsPublished: member.options.retainAsPublished,
+                        subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+                        sharedGroup: group
+                    )
+                )
+            }
         }
         return deliveries.count > 1 ? Self.mergingOverlaps(deliveries) : deliveries
     }
@@ -67,6 +128,12 @@ final class SubscriptionRouter: @unchecked Sendable {
         var indexBySession: [ObjectIdentifier: Int] = [:]
         indexBySession.reserveCapacity(deliveries.count)
         for delivery in deliveries {
+            // A shared subscription's copy is a delivery of its own, even to a client that also
+            // has a matching non-shared subscription (5.0 section 4.8.2).
+            guard delivery.sharedGroup == nil else {
+                merged.append(delivery)
+                continue
+            }
             let key = ObjectIdentifier(delivery.session)
             if let index = indexBySession[key] {
                 merged[index].qos = max(merged[index].qos, delivery.qos)

@@ -49,10 +49,30 @@ final class BrokerCore: Sendable {
                 qos: delivery.qos,
                 retain: delivery.retainAsPublished && message.retain,
                 subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                sharedGroup: delivery.sharedGroup,
                 now: now
             )
         }
         return deliveries.count
+    }
+
+    /// Hands shared-subscription messages that `session` did not acknowledge to other members
+    /// of their groups; dropped (and counted) when no other member is left.
+    func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
+        for item in messages {
+            guard let member = router.alternate(in: item.group, excluding: session) else {
+                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                continue
+            }
+            member.session.deliver(
+                item.message,
+                qos: min(item.qos, member.options.qos),
+                retain: false,
+                subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+                sharedGroup: item.group,
+                now: now
+            )
+        }
     }
 
     // MARK: Sessions
@@ -91,7 +111,11 @@ final class BrokerCore: Sendable {
 
     private func discard(_ session: Session) {
         for filter in session.subscriptions.keys {
-            router.unsubscribe(filter, session: session)
+            if let shared = try? SharedSubscription.parse(filter) {
+                router.unsubscribe(shared, session: session)
+            } else {
+                router.unsubscribe(filter, session: session)
+            }
         }
         if let will = session.takeDelayedWill() { publish(will, now: .now()) }
     }

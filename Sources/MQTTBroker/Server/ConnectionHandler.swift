@@ -219,6 +219,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             protocolVersion: version,
             clientMaximumPacketSize: connect.properties.maximumPacketSize.map { Int($0) },
             sendQuota: min(core.sessionLimits.maxInflight, clientReceiveMaximum),
+            topicAliasMaximum: connect.properties.topicAliasMaximum ?? 0,
             statistics: core.statistics
         )
         var properties = Properties()
@@ -227,7 +228,6 @@ final class ConnectionHandler: ChannelInboundHandler {
             if !configuration.retainAvailable { properties.append(.retainAvailable(0)) }
             if configuration.maxPacketSize > 0 { properties.append(.maximumPacketSize(UInt32(configuration.maxPacketSize))) }
             if configuration.maxTopicAlias > 0 { properties.append(.topicAliasMaximum(configuration.maxTopicAlias)) }
-            properties.append(.sharedSubscriptionAvailable(0))
             if let serverKeepAlive { properties.append(.serverKeepAlive(serverKeepAlive)) }
             if assigned { properties.append(.assignedClientIdentifier(clientID)) }
         }
@@ -372,12 +372,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         var retainedToSend: [(ApplicationMessage, QoS)] = []
         for subscription in subscribe.subscriptions {
             let filter = subscription.topicFilter
-            if filter.hasPrefix("$share/") {
-                codes.append(v5 ? .sharedSubscriptionsNotSupported : .unspecifiedError)
-                continue
-            }
+            let shared: SharedSubscription?
             do {
-                try TopicFilter.validate(filter)
+                shared = try SharedSubscription.parse(filter)
+                if shared == nil { try TopicFilter.validate(filter) }
             } catch {
                 logger.notice("refusing subscription: \(error)", metadata: ["filter": "\(filter)"])
                 codes.append(v5 ? .topicFilterInvalid : .unspecifiedError)
@@ -385,10 +383,23 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             var options = subscription.options
             if !v5 { options = SubscriptionOptions(qos: options.qos) }
-            let existed = connected.session.addSubscription(filter, state: .init(options: options, identifier: identifier))
-            core.router.subscribe(filter, entry: RouteEntry(session: connected.session, options: options, identifier: identifier))
+            if shared != nil && options.noLocal {
+                return closeConnection(context, reason: .protocolError, why: "no-local on a shared subscription")
+            }
+            let entry = RouteEntry(session: connected.session, options: options, identifier: identifier)
+            let existed = connected.session.addSubscription(
+                filter,
+                state: .init(options: options, identifier: identifier, sharedGroup: shared?.group)
+            )
+            if let shared {
+                core.router.subscribe(shared, entry: entry)
+            } else {
+                core.router.subscribe(filter, entry: entry)
+            }
             codes.append(.granted(options.qos))
             logger.debug("subscribed", metadata: ["filter": "\(filter)", "qos": "\(options.qos.rawValue)"])
+            // Retained messages are not sent for shared subscriptions (5.0 section 4.8.2).
+            guard shared == nil else { continue }
             let sendRetained =
                 options.retainHandling == .sendOnSubscribe || (options.retainHandling == .sendOnNewSubscribe && !existed)
             if sendRetained {
@@ -407,7 +418,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         var codes: [ReasonCode] = []
         for filter in unsubscribe.topicFilters {
             let existed = connected.session.removeSubscription(filter) != nil
-            if existed { core.router.unsubscribe(filter, session: connected.session) }
+            if existed {
+                if let shared = try? SharedSubscription.parse(filter) {
+                    core.router.unsubscribe(shared, session: connected.session)
+                } else {
+                    core.router.unsubscribe(filter, session: connected.session)
+                }
+            }
             codes.append(existed ? .success : .noSubscriptionExisted)
         }
         let v5 = connected.version == .v5
@@ -450,6 +467,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let session = connected.session
         let stillOwner = session.detach(connected.outlet)
         let now = NIODeadline.now()
+        // Shared-subscription messages this client did not acknowledge go to another member.
+        core.redistribute(session.takeUnacknowledgedShared(), from: session, now: now)
         if !connected.cleanDisconnect { logger.info("connection lost") }
 
         if let will = connected.will {

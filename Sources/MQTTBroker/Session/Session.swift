@@ -38,6 +38,7 @@ final class Session: @unchecked Sendable {
         var qos: QoS
         var retain: Bool
         var subscriptionIdentifiers: [Int]
+        var sharedGroup: SharedGroup?
         var state: OutgoingState
     }
 
@@ -46,6 +47,15 @@ final class Session: @unchecked Sendable {
         var qos: QoS
         var retain: Bool
         var subscriptionIdentifiers: [Int]
+        var sharedGroup: SharedGroup? = nil
+    }
+
+    /// A QoS 1/2 message that reached this session through a shared subscription and was not
+    /// acknowledged when its connection dropped: it goes to another member of the group.
+    struct Unacknowledged {
+        var message: ApplicationMessage
+        var qos: QoS
+        var group: SharedGroup
     }
 
     let clientID: String
@@ -184,25 +194,53 @@ final class Session: @unchecked Sendable {
     /// Sends `message` to the client now, or queues it: while offline (QoS 1/2 only), while the
     /// in-flight window is full, or while the connection's buffer is full. Drops and counts it
     /// when the queue is full or it is too large for the client.
-    func deliver(_ message: ApplicationMessage, qos: QoS, retain: Bool, subscriptionIdentifiers: [Int], now: NIODeadline) {
+    func deliver(
+        _ message: ApplicationMessage,
+        qos: QoS,
+        retain: Bool,
+        subscriptionIdentifiers: [Int],
+        sharedGroup: SharedGroup? = nil,
+        now: NIODeadline
+    ) {
+        let item = Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers, sharedGroup: sharedGroup)
         lock.withLock {
             guard let outlet else {
                 if qos == .atMostOnce {
                     statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
                 } else {
-                    enqueueLocked(Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers))
+                    enqueueLocked(item)
                 }
                 return
             }
             if queue.isEmpty && outlet.isWritable && (qos == .atMostOnce || inflight.count < outlet.sendQuota) {
-                sendLocked(
-                    Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers),
-                    through: outlet,
-                    now: now
-                )
+                sendLocked(item, through: outlet, now: now)
             } else {
-                enqueueLocked(Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers))
+                enqueueLocked(item)
             }
+        }
+    }
+
+    /// Takes the shared-subscription messages not yet acknowledged (in flight before PUBREL,
+    /// or queued), so that another member of their group receives them instead.
+    func takeUnacknowledgedShared() -> [Unacknowledged] {
+        lock.withLock {
+            var taken: [Unacknowledged] = []
+            for (identifier, outgoing) in inflight {
+                guard let group = outgoing.sharedGroup, outgoing.state == .published else { continue }
+                taken.append(Unacknowledged(message: outgoing.message, qos: outgoing.qos, group: group))
+                inflight.removeValue(forKey: identifier)
+            }
+            var kept = Deque<Queued>()
+            for item in queue {
+                if let group = item.sharedGroup, item.qos != .atMostOnce {
+                    taken.append(Unacknowledged(message: item.message, qos: item.qos, group: group))
+                    queuedBytes -= item.message.payload.readableBytes
+                } else {
+                    kept.append(item)
+                }
+            }
+            queue = kept
+            return taken
         }
     }
 
@@ -231,6 +269,7 @@ final class Session: @unchecked Sendable {
                 qos: item.qos,
                 retain: item.retain,
                 subscriptionIdentifiers: item.subscriptionIdentifiers,
+                sharedGroup: item.sharedGroup,
                 state: .published
             )
         }

@@ -8,7 +8,7 @@ import NIOCore
 /// Appending (not writing) is all that callers do, so a session may hand packets over while
 /// it holds its lock: the order of hand-over is the order on the wire, and no channel event
 /// can re-enter the session during it.
-final class SessionOutlet: Sendable {
+final class SessionOutlet: @unchecked Sendable {
     let channel: any Channel
     let protocolVersion: MQTTProtocolVersion
     /// The client's maximum packet size (5.0 CONNECT property), if it set one.
@@ -17,18 +17,24 @@ final class SessionOutlet: Sendable {
     let sendQuota: Int
     private let statistics: BrokerStatistics
     private let pending = NIOLockedValueBox<(packets: [MQTTPacket], drainScheduled: Bool)>(([], false))
+    /// Topic aliases the client accepts from us (its 5.0 topic alias maximum).
+    private let topicAliasMaximum: UInt16
+    /// Aliases given so far; touched only on the connection's event loop (in `drain`).
+    private var topicAliases: [String: UInt16] = [:]
 
     init(
         channel: any Channel,
         protocolVersion: MQTTProtocolVersion,
         clientMaximumPacketSize: Int?,
         sendQuota: Int,
+        topicAliasMaximum: UInt16 = 0,
         statistics: BrokerStatistics
     ) {
         self.channel = channel
         self.protocolVersion = protocolVersion
         self.clientMaximumPacketSize = clientMaximumPacketSize
         self.sendQuota = sendQuota
+        self.topicAliasMaximum = protocolVersion == .v5 ? topicAliasMaximum : 0
         self.statistics = statistics
     }
 
@@ -71,7 +77,11 @@ final class SessionOutlet: Sendable {
         }
         guard channel.isActive else { return }
         var bytes = 0
-        for packet in packets {
+        for var packet in packets {
+            if topicAliasMaximum > 0, case .publish(var publish) = packet {
+                applyTopicAlias(&publish)
+                packet = .publish(publish)
+            }
             var buffer = channel.allocator.buffer(capacity: 0)
             do {
                 try packet.write(to: &buffer, version: protocolVersion)
@@ -85,6 +95,19 @@ final class SessionOutlet: Sendable {
         }
         statistics.bytesSent.wrappingIncrement(by: bytes, ordering: .relaxed)
         channel.flush()
+    }
+
+    /// Replaces a topic the client has seen by its alias, or gives a new topic an alias while
+    /// the client's maximum allows.
+    private func applyTopicAlias(_ publish: inout PublishPacket) {
+        if let alias = topicAliases[publish.topicName] {
+            publish.topicName = ""
+            publish.properties.append(.topicAlias(alias))
+        } else if topicAliases.count < Int(topicAliasMaximum) {
+            let alias = UInt16(topicAliases.count + 1)
+            topicAliases[publish.topicName] = alias
+            publish.properties.append(.topicAlias(alias))
+        }
     }
 
     /// Sends DISCONNECT (5.0) with `reason` after anything pending, then closes.

@@ -1,0 +1,189 @@
+import DatabusTestSupport
+import Logging
+import MQTTBroker
+import MQTTCore
+import NIOCore
+import Testing
+
+/// Starts a broker on a free loopback port for one test.
+private func withSharedTestBroker(_ body: (Int) async throws -> Void) async throws {
+    var configuration = BrokerConfiguration()
+    configuration.listeners = [.init(port: 0, address: "127.0.0.1")]
+    configuration.allowAnonymous = true
+    configuration.sysInterval = 0
+    let broker = MQTTBroker(configuration: configuration, logger: Logger(label: "test.shared"))
+    let addresses = try await broker.start()
+    do {
+        try await body(addresses[0].port!)
+    } catch {
+        await broker.shutdown()
+        throw error
+    }
+    await broker.shutdown()
+}
+
+private func subscribe(_ connection: CodecConnection, _ filter: String, qos: QoS = .atLeastOnce) async throws {
+    try await connection.send(
+        .subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [Subscription(topicFilter: filter, options: .init(qos: qos))]))
+    )
+    try await connection.expectNext(.suback(SubAckPacket(packetIdentifier: 1, reasonCodes: [.granted(qos)])))
+}
+
+/// Receives `count` PUBLISH packets, acknowledging QoS 1 ones when `acknowledge` is set.
+private func receivePublishes(_ connection: CodecConnection, count: Int, acknowledge: Bool = true) async throws -> [PublishPacket] {
+    var received: [PublishPacket] = []
+    while received.count < count {
+        let packet = try await connection.receive()
+        guard case .publish(let publish) = packet else { continue }
+        received.append(publish)
+        if acknowledge, publish.qos == .atLeastOnce, let identifier = publish.packetIdentifier {
+            try await connection.send(.puback(PubAckPacket(packetIdentifier: identifier)))
+        }
+    }
+    return received
+}
+
+@Suite("Shared subscriptions")
+struct SharedSubscriptionTests {
+    @Test("each message goes to one member of the group, in turn, and to every non-shared subscriber", arguments: [MQTTProtocolVersion.v3_1_1, .v5])
+    func roundRobin(version: MQTTProtocolVersion) async throws {
+        try await withSharedTestBroker { port in
+            let first = try await CodecConnection.connect(port: port, version: version)
+            let second = try await CodecConnection.connect(port: port, version: version)
+            let watcher = try await CodecConnection.connect(port: port, version: version)
+            let camera = try await CodecConnection.connect(port: port, version: version)
+            defer { Task { for c in [first, second, watcher, camera] { await c.close() } } }
+            for (connection, name) in [(first, "server-a"), (second, "server-b"), (watcher, "dashboard"), (camera, "camera-1")] {
+                _ = try await connection.handshake(clientIdentifier: name)
+            }
+            try await subscribe(first, "$share/ingest/lprserver/cameras/+/detection")
+            try await subscribe(second, "$share/ingest/lprserver/cameras/+/detection")
+            try await subscribe(watcher, "lprserver/cameras/+/detection")
+
+            for number in 1...10 {
+                try await camera.send(
+                    .publish(
+                        PublishPacket(
+                            topicName: "lprserver/cameras/1/detection",
+                            payload: ByteBuffer(string: "\(number)"),
+                            qos: .atLeastOnce,
+                            packetIdentifier: UInt16(number)
+                        )
+                    )
+                )
+                _ = try await camera.receive()
+            }
+            let toFirst = try await receivePublishes(first, count: 5).map { String(buffer: $0.payload) }
+            let toSecond = try await receivePublishes(second, count: 5).map { String(buffer: $0.payload) }
+            let toWatcher = try await receivePublishes(watcher, count: 10).map { String(buffer: $0.payload) }
+            #expect(Set(toFirst).isDisjoint(with: toSecond))
+            #expect(Set(toFirst + toSecond) == Set((1...10).map(String.init)))
+            #expect(toWatcher == (1...10).map(String.init))
+        }
+    }
+
+    @Test("QoS 1 messages a member did not acknowledge go to another member when it disconnects")
+    func redeliveryToAnotherMember() async throws {
+        try await withSharedTestBroker { port in
+            let silent = try await CodecConnection.connect(port: port, version: .v5)
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await camera.close() } }
+            _ = try await silent.handshake(clientIdentifier: "server-silent")
+            _ = try await camera.handshake(clientIdentifier: "camera-2")
+            try await subscribe(silent, "$share/ingest/lpr/#")
+
+            for number in 1...4 {
+                try await camera.send(
+                    .publish(
+                        PublishPacket(
+                            topicName: "lpr/plates",
+                            payload: ByteBuffer(string: "\(number)"),
+                            qos: .atLeastOnce,
+                            packetIdentifier: UInt16(number)
+                        )
+                    )
+                )
+                _ = try await camera.receive()
+            }
+            // The only member receives all four and acknowledges none.
+            let unacknowledged = try await receivePublishes(silent, count: 4, acknowledge: false)
+            #expect(unacknowledged.count == 4)
+
+            let other = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await other.close() } }
+            _ = try await other.handshake(clientIdentifier: "server-other")
+            try await subscribe(other, "$share/ingest/lpr/#")
+            await silent.close()
+
+            let redelivered = try await receivePublishes(other, count: 4).map { String(buffer: $0.payload) }
+            #expect(redelivered.sorted() == ["1", "2", "3", "4"])
+        }
+    }
+
+    @Test("no-local on a shared subscription is a protocol error, an invalid share name is refused")
+    func invalidSharedSubscriptions() async throws {
+        try await withSharedTestBroker { port in
+            let client = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await client.close() } }
+            _ = try await client.handshake(clientIdentifier: "bad-share")
+            try await client.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [Subscription(topicFilter: "$share/g+/a")])))
+            try await client.expectNext(.suback(SubAckPacket(packetIdentifier: 1, reasonCodes: [.topicFilterInvalid])))
+            try await client.send(
+                .subscribe(
+                    SubscribePacket(packetIdentifier: 2, subscriptions: [Subscription(topicFilter: "$share/g/a", options: .init(noLocal: true))])
+                )
+            )
+            try await client.expectNext(.disconnect(DisconnectPacket(reasonCode: .protocolError)))
+        }
+    }
+
+    @Test("retained messages are not sent for a new shared subscription")
+    func noRetainedForShared() async throws {
+        try await withSharedTestBroker { port in
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            let server = try await CodecConnection.connect(port: port, version: .v5)
+            defer {
+                Task {
+                    await camera.close()
+                    await server.close()
+                }
+            }
+            _ = try await camera.handshake(clientIdentifier: "camera-3")
+            _ = try await server.handshake(clientIdentifier: "server-3")
+            try await camera.send(.publish(PublishPacket(topicName: "lpr/status", payload: ByteBuffer(string: "up"), retain: true)))
+            try await subscribe(server, "$share/g/lpr/#")
+            try await server.send(.pingreq)
+            // The PINGRESP comes first: no retained PUBLISH was queued before it.
+            try await server.expectNext(.pingresp)
+        }
+    }
+}
+
+@Suite("Topic aliases towards the client")
+struct OutgoingTopicAliasTests {
+    @Test("a 5.0 client with a topic alias maximum gets the topic once, then the alias alone")
+    func outgoingAliases() async throws {
+        try await withSharedTestBroker { port in
+            let server = try await CodecConnection.connect(port: port, version: .v5)
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            defer {
+                Task {
+                    await camera.close()
+                    await server.close()
+                }
+            }
+            _ = try await server.handshake(clientIdentifier: "alias-server", properties: [.topicAliasMaximum(4)])
+            _ = try await camera.handshake(clientIdentifier: "alias-camera")
+            try await subscribe(server, "lprserver/#", qos: .atMostOnce)
+            for payload in ["a", "b"] {
+                try await camera.send(.publish(PublishPacket(topicName: "lprserver/cameras/9/detection", payload: ByteBuffer(string: payload))))
+            }
+            let received = try await receivePublishes(server, count: 2)
+            #expect(received[0].topicName == "lprserver/cameras/9/detection")
+            #expect(received[0].properties.topicAlias == 1)
+            #expect(received[1].topicName == "")
+            #expect(received[1].properties.topicAlias == 1)
+            #expect(received.map { String(buffer: $0.payload) } == ["a", "b"])
+        }
+    }
+}

@@ -478,3 +478,25 @@ extension Property {
         }
     }
 }
+
+// MARK: Storage
+
+extension Properties {
+    /// The properties in their wire form (property length, then each property), for storing.
+    public func encodedForStorage() throws(MQTTEncodingError) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(try encodedSize())
+        write(to: &buffer)
+        return buffer
+    }
+
+    /// Reads properties stored by ``encodedForStorage()``, checking them as if they came in `context`.
+    public static func decodeFromStorage(_ buffer: ByteBuffer, context: PropertyContext) throws(MQTTDecodingError) -> Properties {
+        var buffer = buffer
+        let properties = try read(from: &buffer, context: context)
+        guard buffer.readableBytes == 0 else {
+            throw MQTTDecodingError(.remainingLengthMismatch, "stored properties have \(buffer.readableBytes) trailing bytes")
+        }
+        return properties
+    }
+}

@@ -14,6 +14,11 @@ final class BrokerCore: Sendable {
     let statistics = BrokerStatistics()
     let startTime = NIODeadline.now()
     private let sessions = NIOLockedValueBox<[String: Session]>([:])
+    private let storeReference = StoreReference()
+
+    /// The durable store when `persistence` is on; set once by ``MQTTBroker/start()`` before
+    /// any listener is bound, read-only afterwards.
+    var store: SQLiteBrokerStore? { storeReference.store }
     private let assignedIdentifiers = ManagedAtomic<Int>(0)
     /// Every open client connection, to close them on shutdown.
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
@@ -37,23 +42,97 @@ final class BrokerCore: Sendable {
 
     // MARK: Messages
 
-    /// Routes `message` to every matching subscriber and keeps it if it is retained.
+    /// A subscriber's copy of a message, with the packet identifier reserved when it is stored.
+    private struct PreparedDelivery {
+        let delivery: Delivery
+        let packetIdentifier: UInt16?
+    }
+
+    /// Routes `message` to every matching subscriber and keeps it if it is retained, at once.
+    /// With a store, copies for persistent sessions and the retained change are recorded
+    /// without waiting (wills and `$SYS` topics, which nobody acknowledges).
     /// - Returns: how many sessions it went to.
     @discardableResult
     func publish(_ message: ApplicationMessage, now: NIODeadline) -> Int {
-        if message.retain && configuration.retainAvailable { retained.retain(message) }
+        let (prepared, operations) = prepare(message)
+        if let store, !operations.isEmpty { store.record(operations) }
+        deliver(message, prepared, now: now)
+        return prepared.count
+    }
+
+    /// Routes a QoS 1/2 message from a client: with a store, its copies for persistent
+    /// sessions, the retained change and `extra` are on disk before anyone receives it, and
+    /// `completion` (which sends the PUBACK/PUBREC) runs only then.
+    func publishDurably(
+        _ message: ApplicationMessage,
+        extra: [StoreOperation],
+        now: NIODeadline,
+        completion: @escaping @Sendable (Result<Int, any Error>) -> Void
+    ) {
+        let (prepared, operations) = prepare(message)
+        guard let store, !(operations.isEmpty && extra.isEmpty) else {
+            deliver(message, prepared, now: now)
+            return completion(.success(prepared.count))
+        }
+        store.commit(operations + extra) { result in
+            switch result {
+            case .success:
+                self.deliver(message, prepared, now: .now())
+                completion(.success(prepared.count))
+            case .failure(let error):
+                for item in prepared {
+                    if let identifier = item.packetIdentifier { item.delivery.session.releaseReservation(identifier) }
+                }
+                completion(.failure(error))
+            }
+        }
+    }
+
+    private func prepare(_ message: ApplicationMessage) -> ([PreparedDelivery], [StoreOperation]) {
         let deliveries = router.deliveries(for: message)
+        var operations: [StoreOperation] = []
+        let store = self.store
+        if store != nil && message.retain && configuration.retainAvailable && !message.topic.hasPrefix("$SYS") {
+            operations.append(message.payload.readableBytes == 0 ? .deleteRetained(topic: message.topic) : .putRetained(message))
+        }
+        var prepared: [PreparedDelivery] = []
+        prepared.reserveCapacity(deliveries.count)
         for delivery in deliveries {
+            var identifier: UInt16?
+            if store != nil, delivery.qos != .atMostOnce, delivery.session.isPersistent,
+                let reserved = delivery.session.reservePacketIdentifier()
+            {
+                identifier = reserved
+                operations.append(
+                    .putMessage(
+                        clientID: delivery.session.clientID,
+                        packetIdentifier: reserved,
+                        qos: delivery.qos,
+                        retain: delivery.retainAsPublished && message.retain,
+                        subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                        message: message
+                    )
+                )
+            }
+            prepared.append(PreparedDelivery(delivery: delivery, packetIdentifier: identifier))
+        }
+        return (prepared, operations)
+    }
+
+    private func deliver(_ message: ApplicationMessage, _ prepared: [PreparedDelivery], now: NIODeadline) {
+        if message.retain && configuration.retainAvailable { retained.retain(message) }
+        for item in prepared {
+            let delivery = item.delivery
             delivery.session.deliver(
                 message,
                 qos: delivery.qos,
                 retain: delivery.retainAsPublished && message.retain,
                 subscriptionIdentifiers: delivery.subscriptionIdentifiers,
                 sharedGroup: delivery.sharedGroup,
+                packetIdentifier: item.packetIdentifier,
                 now: now
             )
         }
-        return deliveries.count
     }
 
     /// Hands shared-subscription messages that `session` did not acknowledge to other members
@@ -91,7 +170,7 @@ final class BrokerCore: Sendable {
             let existing = sessions[clientID]
             existing?.disconnectClient(reason: .sessionTakenOver)
             if let existing, !cleanStart { return (existing, nil, true) }
-            let session = Session(clientID: clientID, limits: sessionLimits, statistics: statistics)
+            let session = Session(clientID: clientID, limits: sessionLimits, statistics: statistics, store: store)
             sessions[clientID] = session
             return (session, existing, false)
         }
@@ -106,7 +185,10 @@ final class BrokerCore: Sendable {
             sessions[session.clientID] = nil
             return true
         }
-        if removed { discard(session) }
+        if removed {
+            store?.record([.deleteSession(clientID: session.clientID)])
+            discard(session)
+        }
     }
 
     private func discard(_ session: Session) {
@@ -121,6 +203,51 @@ final class BrokerCore: Sendable {
     }
 
     var sessionCount: Int { sessions.withLockedValue { $0.count } }
+
+    // MARK: Persistence
+
+    /// Opens the store and rebuilds what it holds: retained messages, and sessions with their
+    /// subscriptions, messages and QoS 2 state. Called once, before listeners are bound.
+    func openStore(on eventLoop: any EventLoop) throws {
+        guard configuration.persistence else { return }
+        let store = try SQLiteBrokerStore(folder: configuration.persistenceLocation, logger: logger)
+        let state = try store.load()
+        storeReference.store = store
+        for message in state.retained { retained.retain(message) }
+        for stored in state.sessions {
+            let session = Session(clientID: stored.clientID, limits: sessionLimits, statistics: statistics, store: store)
+            session.restore(stored)
+            sessions.withLockedValue { $0[stored.clientID] = session }
+            for subscription in stored.subscriptions {
+                let shared = try? SharedSubscription.parse(subscription.filter)
+                _ = session.addSubscription(
+                    subscription.filter,
+                    state: .init(options: subscription.options, identifier: subscription.identifier, sharedGroup: shared?.group)
+                )
+                let entry = RouteEntry(session: session, options: subscription.options, identifier: subscription.identifier)
+                if let shared { router.subscribe(shared, entry: entry) } else { router.subscribe(subscription.filter, entry: entry) }
+            }
+            if stored.expiryInterval != UInt32.max {
+                // The restart counts as the disconnection: the session expires that long from now.
+                let task = eventLoop.scheduleTask(in: .seconds(Int64(stored.expiryInterval))) {
+                    if !session.isConnected { self.endSession(session) }
+                }
+                session.setExpiryTask(task)
+            }
+        }
+        logger.notice(
+            "restored the persistent state",
+            metadata: [
+                "store": "\(configuration.persistenceLocation)", "sessions": "\(state.sessions.count)",
+                "messages": "\(state.sessions.reduce(0) { $0 + $1.messages.count })", "retained": "\(state.retained.count)",
+            ]
+        )
+    }
+
+    /// Waits until everything recorded so far is on disk.
+    func flushStore() async {
+        await store?.flush()
+    }
 
     // MARK: Connections
 
@@ -147,4 +274,9 @@ extension SubscriptionRouter {
     func unsubscribe(_ filter: String, session: Session) -> Bool {
         removeIf(filter, clientID: session.clientID) { $0.session === session }
     }
+}
+
+/// Holds the store: written once before the listeners start, read-only afterwards.
+private final class StoreReference: @unchecked Sendable {
+    var store: SQLiteBrokerStore?
 }

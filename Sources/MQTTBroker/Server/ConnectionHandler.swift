@@ -213,6 +213,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let (session, present) = core.openSession(clientID: clientID, cleanStart: connect.cleanStart)
         session.expiryInterval = sessionExpiry
+        if let store = core.store {
+            var operations: [StoreOperation] = []
+            if connect.cleanStart { operations.append(.deleteSession(clientID: clientID)) }
+            if sessionExpiry != 0 { operations.append(.putSession(clientID: clientID, expiryInterval: sessionExpiry)) }
+            if !operations.isEmpty { store.record(operations) }
+        }
         let clientReceiveMaximum = Int(connect.properties.receiveMaximum ?? UInt16.max)
         let outlet = SessionOutlet(
             channel: context.channel,
@@ -285,10 +291,18 @@ final class ConnectionHandler: ChannelInboundHandler {
                 connected.outlet.send(.pubrel(PubRelPacket(packetIdentifier: received.packetIdentifier, reasonCode: .packetIdentifierNotFound)))
             }
         case .pubrel(let release):
-            let known = connected.session.releaseIncoming(release.packetIdentifier)
-            connected.outlet.send(
-                .pubcomp(PubCompPacket(packetIdentifier: release.packetIdentifier, reasonCode: known ? .success : .packetIdentifierNotFound))
-            )
+            let identifier = release.packetIdentifier
+            let known = connected.session.releaseIncoming(identifier)
+            let pubcomp = MQTTPacket.pubcomp(PubCompPacket(packetIdentifier: identifier, reasonCode: known ? .success : .packetIdentifierNotFound))
+            if known, let store = core.store, connected.session.isPersistent {
+                // PUBCOMP only once the identifier is forgotten on disk, or a restart would refuse its next use.
+                let outlet = connected.outlet
+                store.commit([.deleteIncoming(clientID: connected.session.clientID, packetIdentifier: identifier)]) { _ in
+                    outlet.send(pubcomp)
+                }
+            } else {
+                connected.outlet.send(pubcomp)
+            }
         case .pubcomp(let complete):
             connected.session.acknowledge(complete.packetIdentifier, now: now)
         case .subscribe(let subscribe):
@@ -343,6 +357,13 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
         }
 
+        if core.store != nil, publish.qos != .atMostOnce, let identifier = publish.packetIdentifier,
+            !publish.topicName.hasPrefix("$SYS"),
+            configuration.messageSizeLimit == 0 || publish.payload.readableBytes <= configuration.messageSizeLimit
+        {
+            return publishDurably(publish, identifier: identifier, connected: connected, now: now)
+        }
+
         var reason = ReasonCode.success
         if configuration.messageSizeLimit > 0 && publish.payload.readableBytes > configuration.messageSizeLimit {
             reason = .quotaExceeded
@@ -365,11 +386,46 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// A QoS 1/2 PUBLISH with persistence on: acknowledged once its copies are on disk.
+    private func publishDurably(_ publish: PublishPacket, identifier: UInt16, connected: Connected, now: NIODeadline) {
+        let session = connected.session
+        let outlet = connected.outlet
+        let version = connected.version
+        let qos = publish.qos
+        var extra: [StoreOperation] = []
+        if qos == .exactlyOnce && session.isPersistent {
+            extra.append(.putIncoming(clientID: session.clientID, packetIdentifier: identifier))
+        }
+        let message = ApplicationMessage(publish: publish, publisherID: session.clientID, now: now)
+        let logger = self.logger
+        core.publishDurably(message, extra: extra, now: now) { result in
+            let reason: ReasonCode
+            switch result {
+            case .success(let count):
+                reason = count == 0 && version == .v5 ? .noMatchingSubscribers : .success
+            case .failure(let error):
+                logger.error("could not store a message; not acknowledging it", metadata: ["error": "\(error)"])
+                if qos == .exactlyOnce { _ = session.releaseIncoming(identifier) }
+                guard version == .v5 else {
+                    // 3.1.1 has no failure acknowledgement: the client re-sends after reconnecting.
+                    return outlet.close(reason: .unspecifiedError)
+                }
+                reason = .unspecifiedError
+            }
+            if qos == .atLeastOnce {
+                outlet.send(.puback(PubAckPacket(packetIdentifier: identifier, reasonCode: reason)))
+            } else {
+                outlet.send(.pubrec(PubRecPacket(packetIdentifier: identifier, reasonCode: reason)))
+            }
+        }
+    }
+
     private func handleSubscribe(_ subscribe: SubscribePacket, connected: Connected, context: ChannelHandlerContext, now: NIODeadline) {
         let v5 = connected.version == .v5
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [ReasonCode] = []
         var retainedToSend: [(ApplicationMessage, QoS)] = []
+        var storeOperations: [StoreOperation] = []
         for subscription in subscribe.subscriptions {
             let filter = subscription.topicFilter
             let shared: SharedSubscription?
@@ -396,6 +452,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             } else {
                 core.router.subscribe(filter, entry: entry)
             }
+            storeOperations.append(.putSubscription(clientID: connected.session.clientID, filter: filter, options: options, identifier: identifier))
             codes.append(.granted(options.qos))
             logger.debug("subscribed", metadata: ["filter": "\(filter)", "qos": "\(options.qos.rawValue)"])
             // Retained messages are not sent for shared subscriptions (5.0 section 4.8.2).
@@ -408,9 +465,21 @@ final class ConnectionHandler: ChannelInboundHandler {
                 }
             }
         }
-        connected.outlet.send(.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes)))
-        for (message, qos) in retainedToSend {
-            connected.session.deliver(message, qos: qos, retain: true, subscriptionIdentifiers: identifier.map { [$0] } ?? [], now: now)
+        let suback = MQTTPacket.suback(SubAckPacket(packetIdentifier: subscribe.packetIdentifier, reasonCodes: codes))
+        let session = connected.session
+        let outlet = connected.outlet
+        let retained = retainedToSend
+        let sendAnswer: @Sendable () -> Void = {
+            outlet.send(suback)
+            for (message, qos) in retained {
+                session.deliver(message, qos: qos, retain: true, subscriptionIdentifiers: identifier.map { [$0] } ?? [], now: .now())
+            }
+        }
+        if let store = core.store, session.isPersistent, !storeOperations.isEmpty {
+            // SUBACK once the subscriptions are on disk: a restart must not lose them.
+            store.commit(storeOperations) { _ in sendAnswer() }
+        } else {
+            sendAnswer()
         }
     }
 
@@ -426,6 +495,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 }
             }
             codes.append(existed ? .success : .noSubscriptionExisted)
+            if existed, let store = core.store, connected.session.isPersistent {
+                store.record([.deleteSubscription(clientID: connected.session.clientID, filter: filter)])
+            }
         }
         let v5 = connected.version == .v5
         connected.outlet.send(.unsuback(UnsubAckPacket(packetIdentifier: unsubscribe.packetIdentifier, reasonCodes: v5 ? codes : [])))
@@ -439,6 +511,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 }
                 connected.sessionExpiry = expiry
                 connected.session.expiryInterval = expiry
+                if expiry != 0 {
+                    core.store?.record([.putSession(clientID: connected.session.clientID, expiryInterval: expiry)])
+                }
             }
             if disconnect.reasonCode != .disconnectWithWillMessage { connected.will = nil }
         } else {

@@ -36,6 +36,7 @@ public final class MQTTBroker: Service, Sendable {
     /// - Returns: the addresses bound, in the order of the configuration's listeners.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
+        try core.openStore(on: group.next())
         var addresses: [SocketAddress] = []
         for listener in core.configuration.listeners {
             let channels = try await bind(listener)
@@ -61,6 +62,7 @@ public final class MQTTBroker: Service, Sendable {
         }
         for channel in channels { try? await channel.close() }
         core.disconnectAll()
+        await core.flushStore()
         // Give the DISCONNECT packets a moment to leave before the caller tears the loops down.
         try? await Task.sleep(for: .milliseconds(50))
     }

@@ -48,6 +48,10 @@ final class Session: @unchecked Sendable {
         var retain: Bool
         var subscriptionIdentifiers: [Int]
         var sharedGroup: SharedGroup? = nil
+        /// Reserved when the message was stored (persistence), so it survives a restart.
+        var packetIdentifier: UInt16? = nil
+        /// Restored from the store: it may have been sent before the restart.
+        var dup = false
     }
 
     /// A QoS 1/2 message that reached this session through a shared subscription and was not
@@ -62,6 +66,8 @@ final class Session: @unchecked Sendable {
     private let lock = NIOLock()
     private let limits: Limits
     private let statistics: BrokerStatistics
+    /// Where a persistent session records acknowledgements and drops.
+    private let store: SQLiteBrokerStore?
 
     // Everything below is guarded by `lock`.
     private var outlet: SessionOutlet?
@@ -69,6 +75,8 @@ final class Session: @unchecked Sendable {
     private var queue = Deque<Queued>()
     private var queuedBytes = 0
     private var lastPacketIdentifier: UInt16 = 0
+    /// Identifiers given to queued, stored messages.
+    private var reservedIdentifiers = Set<UInt16>()
     private var subscriptionStates: [String: SubscriptionState] = [:]
     private var awaitingRelease = Set<UInt16>()
     /// Seconds the session outlives its connection; `UInt32.max` means for ever.
@@ -76,10 +84,69 @@ final class Session: @unchecked Sendable {
     private var expiryTask: Scheduled<Void>?
     private var delayedWill: (message: ApplicationMessage, task: Scheduled<Void>)?
 
-    init(clientID: String, limits: Limits, statistics: BrokerStatistics) {
+    init(clientID: String, limits: Limits, statistics: BrokerStatistics, store: SQLiteBrokerStore? = nil) {
         self.clientID = clientID
         self.limits = limits
         self.statistics = statistics
+        self.store = store
+    }
+
+    /// Whether the session outlives its connection, and so is kept in the store.
+    var isPersistent: Bool { lock.withLock { expiryIntervalStorage != 0 } }
+
+    /// Rebuilds in-flight and queued messages and incoming QoS 2 identifiers from the store.
+    func restore(_ stored: StoredState.StoredSession) {
+        lock.withLock {
+            expiryIntervalStorage = stored.expiryInterval
+            for item in stored.messages {
+                if item.released {
+                    inflight[item.packetIdentifier] = Outgoing(
+                        message: item.message,
+                        qos: item.qos,
+                        retain: item.retain,
+                        subscriptionIdentifiers: item.subscriptionIdentifiers,
+                        sharedGroup: nil,
+                        state: .released
+                    )
+                } else {
+                    reservedIdentifiers.insert(item.packetIdentifier)
+                    queue.append(
+                        Queued(
+                            message: item.message,
+                            qos: item.qos,
+                            retain: item.retain,
+                            subscriptionIdentifiers: item.subscriptionIdentifiers,
+                            packetIdentifier: item.packetIdentifier,
+                            dup: true
+                        )
+                    )
+                    queuedBytes += item.message.payload.readableBytes
+                }
+                lastPacketIdentifier = max(lastPacketIdentifier, item.packetIdentifier)
+            }
+            awaitingRelease.formUnion(stored.incoming)
+        }
+    }
+
+    /// Reserves a packet identifier for a message about to be stored for this session.
+    /// - Returns: nil when all 65,535 are taken.
+    func reservePacketIdentifier() -> UInt16? {
+        lock.withLock {
+            guard let identifier = nextPacketIdentifierLocked() else { return nil }
+            reservedIdentifiers.insert(identifier)
+            return identifier
+        }
+    }
+
+    /// Gives back an identifier reserved for a message that could not be stored.
+    func releaseReservation(_ identifier: UInt16) {
+        _ = lock.withLock { reservedIdentifiers.remove(identifier) }
+    }
+
+    private func forgetStoredLocked(_ item: Queued) {
+        guard let identifier = item.packetIdentifier else { return }
+        reservedIdentifiers.remove(identifier)
+        store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)])
     }
 
     // MARK: Connection
@@ -200,9 +267,17 @@ final class Session: @unchecked Sendable {
         retain: Bool,
         subscriptionIdentifiers: [Int],
         sharedGroup: SharedGroup? = nil,
+        packetIdentifier: UInt16? = nil,
         now: NIODeadline
     ) {
-        let item = Queued(message: message, qos: qos, retain: retain, subscriptionIdentifiers: subscriptionIdentifiers, sharedGroup: sharedGroup)
+        let item = Queued(
+            message: message,
+            qos: qos,
+            retain: retain,
+            subscriptionIdentifiers: subscriptionIdentifiers,
+            sharedGroup: sharedGroup,
+            packetIdentifier: packetIdentifier
+        )
         lock.withLock {
             guard let outlet else {
                 if qos == .atMostOnce {
@@ -229,12 +304,14 @@ final class Session: @unchecked Sendable {
                 guard let group = outgoing.sharedGroup, outgoing.state == .published else { continue }
                 taken.append(Unacknowledged(message: outgoing.message, qos: outgoing.qos, group: group))
                 inflight.removeValue(forKey: identifier)
+                if expiryIntervalStorage != 0 { store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)]) }
             }
             var kept = Deque<Queued>()
             for item in queue {
                 if let group = item.sharedGroup, item.qos != .atMostOnce {
                     taken.append(Unacknowledged(message: item.message, qos: item.qos, group: group))
                     queuedBytes -= item.message.payload.readableBytes
+                    forgetStoredLocked(item)
                 } else {
                     kept.append(item)
                 }
@@ -248,19 +325,34 @@ final class Session: @unchecked Sendable {
     private func sendLocked(_ item: Queued, through outlet: SessionOutlet, now: NIODeadline) {
         if item.message.isExpired(at: now) {
             statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            forgetStoredLocked(item)
             return
         }
-        let identifier = item.qos == .atMostOnce ? nil : nextPacketIdentifierLocked()
+        var identifier: UInt16?
+        if item.qos != .atMostOnce {
+            if let reserved = item.packetIdentifier {
+                reservedIdentifiers.remove(reserved)
+                identifier = reserved
+            } else {
+                guard let next = nextPacketIdentifierLocked() else {
+                    statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                    return
+                }
+                identifier = next
+            }
+        }
         let publish = item.message.publishPacket(
             qos: item.qos,
             retain: item.retain,
             packetIdentifier: identifier,
+            dup: item.dup,
             subscriptionIdentifiers: item.subscriptionIdentifiers,
             now: now
         )
         let packet = MQTTPacket.publish(publish)
         guard outlet.fits(packet) else {
             statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            forgetStoredLocked(item)
             return
         }
         if let identifier {
@@ -288,6 +380,7 @@ final class Session: @unchecked Sendable {
                 statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
             } else {
                 statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                forgetStoredLocked(item)
                 return
             }
         }
@@ -305,10 +398,12 @@ final class Session: @unchecked Sendable {
         }
     }
 
-    private func nextPacketIdentifierLocked() -> UInt16 {
+    /// The next identifier not in flight and not reserved; nil when all are taken.
+    private func nextPacketIdentifierLocked() -> UInt16? {
+        guard inflight.count + reservedIdentifiers.count < Int(UInt16.max) else { return nil }
         repeat {
             lastPacketIdentifier = lastPacketIdentifier == UInt16.max ? 1 : lastPacketIdentifier + 1
-        } while inflight[lastPacketIdentifier] != nil
+        } while inflight[lastPacketIdentifier] != nil || reservedIdentifiers.contains(lastPacketIdentifier)
         return lastPacketIdentifier
     }
 
@@ -318,6 +413,7 @@ final class Session: @unchecked Sendable {
     func acknowledge(_ identifier: UInt16, now: NIODeadline) -> Bool {
         lock.withLock {
             guard inflight.removeValue(forKey: identifier) != nil else { return false }
+            if expiryIntervalStorage != 0 { store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)]) }
             drainLocked(now: now)
             return true
         }
@@ -330,12 +426,20 @@ final class Session: @unchecked Sendable {
             guard var outgoing = inflight[identifier], outgoing.qos == .exactlyOnce else { return false }
             if reasonCode.isFailure {
                 inflight.removeValue(forKey: identifier)
+                if expiryIntervalStorage != 0 { store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)]) }
                 drainLocked(now: now)
                 return true
             }
             outgoing.state = .released
             inflight[identifier] = outgoing
-            outlet?.send(.pubrel(PubRelPacket(packetIdentifier: identifier)))
+            let pubrel = MQTTPacket.pubrel(PubRelPacket(packetIdentifier: identifier))
+            if let store, expiryIntervalStorage != 0 {
+                // PUBREL only once the release is on disk: after a crash the message must not be sent again.
+                let outlet = self.outlet
+                store.commit([.releaseMessage(clientID: clientID, packetIdentifier: identifier)]) { _ in outlet?.send(pubrel) }
+            } else {
+                outlet?.send(pubrel)
+            }
             return true
         }
     }

@@ -1,0 +1,51 @@
+import MQTTCore
+import NIOCore
+
+/// One change to the broker's durable state.
+enum StoreOperation: Sendable {
+    case putSession(clientID: String, expiryInterval: UInt32)
+    /// Removes a session with its subscriptions, messages and incoming QoS 2 identifiers.
+    case deleteSession(clientID: String)
+    case putSubscription(clientID: String, filter: String, options: SubscriptionOptions, identifier: Int?)
+    case deleteSubscription(clientID: String, filter: String)
+    case putRetained(ApplicationMessage)
+    case deleteRetained(topic: String)
+    /// A QoS 1/2 message for a session, with the packet identifier reserved for it.
+    case putMessage(clientID: String, packetIdentifier: UInt16, qos: QoS, retain: Bool, subscriptionIdentifiers: [Int], message: ApplicationMessage)
+    /// PUBREC received: only PUBREL/PUBCOMP remain for this message.
+    case releaseMessage(clientID: String, packetIdentifier: UInt16)
+    case deleteMessage(clientID: String, packetIdentifier: UInt16)
+    /// An incoming QoS 2 identifier awaiting PUBREL.
+    case putIncoming(clientID: String, packetIdentifier: UInt16)
+    case deleteIncoming(clientID: String, packetIdentifier: UInt16)
+}
+
+/// What the store held at start-up.
+struct StoredState: Sendable {
+    struct StoredMessage: Sendable {
+        var packetIdentifier: UInt16
+        var qos: QoS
+        var retain: Bool
+        var subscriptionIdentifiers: [Int]
+        var released: Bool
+        var message: ApplicationMessage
+    }
+
+    struct StoredSession: Sendable {
+        var clientID: String
+        var expiryInterval: UInt32
+        var subscriptions: [(filter: String, options: SubscriptionOptions, identifier: Int?)] = []
+        /// In the order they were stored.
+        var messages: [StoredMessage] = []
+        var incoming: [UInt16] = []
+    }
+
+    var sessions: [StoredSession] = []
+    var retained: [ApplicationMessage] = []
+}
+
+/// Why the store could not be opened or written.
+public struct PersistenceError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,1 +1,0 @@
-// The MQTT client library; see MQTTClient.swift.

@@ -79,9 +79,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Back-pressure: while the client does not read what we send it (its buffer here is over
+    /// the high-water mark), we stop reading what it sends, so nothing grows without bound.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .connected(let connected) = state {
-            connected.session.resumeSending(now: .now())
+        let writable = context.channel.isWritable
+        context.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
+        if writable {
+            context.read()
+            if case .connected(let connected) = state { connected.session.resumeSending(now: .now()) }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -141,6 +146,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 )
             }
             serverKeepAlive = configuration.maxKeepalive
+        }
+        if version == .v5, let method = connect.properties.authenticationMethod {
+            return refuse(context, version: version, reason: .badAuthenticationMethod, why: "authentication method \(method) is not supported")
         }
         if connect.will?.retain == true && !configuration.retainAvailable {
             return refuse(context, version: version, reason: .retainNotSupported, why: "retained will while retain_available is false")

@@ -5,6 +5,7 @@ import Logging
 import MQTTCore
 import NIOConcurrencyHelpers
 import NIOCore
+import Prometheus
 
 /// The broker's durable state in one SQLite file (WAL, `synchronous = FULL`).
 ///
@@ -17,6 +18,7 @@ final class SQLiteBrokerStore: Sendable {
     private let logger: Logger
     private let writer = DispatchQueue(label: "databus.broker.store")
     private let pending = NIOLockedValueBox<Batch>(Batch())
+    private let writeLatency: DurationHistogram?
 
     private struct Batch {
         var operations: [StoreOperation] = []
@@ -25,7 +27,8 @@ final class SQLiteBrokerStore: Sendable {
     }
 
     /// Opens (or creates) `broker.db` in `folder`, checking that an existing file is intact.
-    init(folder: String, logger: Logger) throws {
+    init(folder: String, logger: Logger, writeLatency: DurationHistogram? = nil) throws {
+        self.writeLatency = writeLatency
         let folder = folder.isEmpty ? "." : folder
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -135,10 +138,12 @@ final class SQLiteBrokerStore: Sendable {
             }
             guard let batch else { return }
             let result: Result<Void, any Error>
+            let started = ContinuousClock.now
             do {
                 try database.write { db in
                     for operation in batch.operations { try Self.apply(operation, db) }
                 }
+                writeLatency?.record(ContinuousClock.now - started)
                 result = .success(())
             } catch {
                 logger.error("persistence write failed: \(error)", metadata: ["store": "\(path)"])

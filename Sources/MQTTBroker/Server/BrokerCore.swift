@@ -12,6 +12,7 @@ final class BrokerCore: Sendable {
     let router = SubscriptionRouter()
     let retained = RetainedMessageStore()
     let statistics = BrokerStatistics()
+    let metrics = BrokerMetrics()
     let startTime = NIODeadline.now()
     private let sessions = NIOLockedValueBox<[String: Session]>([:])
     private let storeReference = StoreReference()
@@ -140,7 +141,7 @@ final class BrokerCore: Sendable {
     func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
         for item in messages {
             guard let member = router.alternate(in: item.group, excluding: session) else {
-                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                statistics.dropped(.noSharedMember)
                 continue
             }
             member.session.deliver(
@@ -204,13 +205,22 @@ final class BrokerCore: Sendable {
 
     var sessionCount: Int { sessions.withLockedValue { $0.count } }
 
+    /// Messages waiting in every session's queue.
+    var queuedMessageCount: Int {
+        sessions.withLockedValue { Array($0.values) }.reduce(0) { $0 + $1.queuedMessageCount }
+    }
+
     // MARK: Persistence
 
     /// Opens the store and rebuilds what it holds: retained messages, and sessions with their
     /// subscriptions, messages and QoS 2 state. Called once, before listeners are bound.
     func openStore(on eventLoop: any EventLoop) throws {
         guard configuration.persistence else { return }
-        let store = try SQLiteBrokerStore(folder: configuration.persistenceLocation, logger: logger)
+        let store = try SQLiteBrokerStore(
+            folder: configuration.persistenceLocation,
+            logger: logger,
+            writeLatency: metrics.persistenceWriteLatency
+        )
         let state = try store.load()
         storeReference.store = store
         for message in state.retained { retained.retain(message) }

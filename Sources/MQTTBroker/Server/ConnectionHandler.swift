@@ -96,7 +96,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             if case .awaitingConnect = state, error.kind == .unsupportedProtocolVersion {
                 // A 3.1.1-format CONNACK "unacceptable protocol version" is what older clients understand.
                 logger.notice("refusing connection: \(error.detail)")
-                core.statistics.connectionsRefused.wrappingIncrement(ordering: .relaxed)
+                core.statistics.refused(.unsupportedProtocolVersion)
                 let refusal = context.channel.allocator.buffer(bytes: [0x20, 0x02, 0x00, ConnectReturnCode.unacceptableProtocolVersion.rawValue])
                 let channel = context.channel
                 context.writeAndFlush(wrapOutboundOut(refusal)).whenComplete { _ in channel.close(promise: nil) }
@@ -261,7 +261,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func refuse(_ context: ChannelHandlerContext, version: MQTTProtocolVersion, reason: ReasonCode, why: String) {
         logger.notice("refusing connection: \(why)", metadata: ["reason": "\(reason)"])
-        core.statistics.connectionsRefused.wrappingIncrement(ordering: .relaxed)
+        core.statistics.refused(reason)
         state = .closed
         var buffer = context.channel.allocator.buffer(capacity: 8)
         try? MQTTPacket.connack(ConnAckPacket(reasonCode: reason)).write(to: &buffer, version: version)
@@ -333,7 +333,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func handlePublish(_ publish: PublishPacket, connected: inout Connected, context: ChannelHandlerContext, now: NIODeadline) {
         let configuration = core.configuration
         var publish = publish
-        core.statistics.messagesReceived.wrappingIncrement(ordering: .relaxed)
+        core.statistics.received(publish.qos)
         if connected.version == .v5, let alias = publish.properties.topicAlias {
             guard alias <= configuration.maxTopicAlias else {
                 return closeConnection(
@@ -375,10 +375,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         var reason = ReasonCode.success
         if configuration.messageSizeLimit > 0 && publish.payload.readableBytes > configuration.messageSizeLimit {
             reason = .quotaExceeded
-            core.statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            core.statistics.dropped(.tooLarge)
             logger.notice("dropping a message over message_size_limit", metadata: ["topic": "\(publish.topicName)"])
         } else if publish.topicName.hasPrefix("$SYS/") || publish.topicName == "$SYS" {
-            core.statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            core.statistics.dropped(.forbiddenTopic)
         } else {
             let message = ApplicationMessage(publish: publish, publisherID: connected.session.clientID, now: now)
             if core.publish(message, now: now) == 0 && connected.version == .v5 { reason = .noMatchingSubscribers }

@@ -2,6 +2,7 @@ import Logging
 import MQTTCore
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
@@ -42,6 +43,11 @@ public final class MQTTBroker: Service, Sendable {
             let channels = try await bind(listener)
             addresses += channels.compactMap(\.localAddress)
             serverChannels.withLockedValue { $0 += channels }
+        }
+        if let listener = core.configuration.metricsListener {
+            let channel = try await bindMetrics(listener)
+            serverChannels.withLockedValue { $0.append(channel) }
+            core.logger.notice("metrics at http://\(channel.localAddress.map { "\($0)" } ?? "?")/metrics")
         }
         startSysTopics()
         core.logger.notice("databus broker listening", metadata: ["addresses": "\(addresses.map { "\($0)" })"])
@@ -106,6 +112,25 @@ public final class MQTTBroker: Service, Sendable {
         } catch {
             return [try await bootstrap.bind(host: "0.0.0.0", port: listener.port).get()]
         }
+    }
+
+    /// The address of the metrics listener, once started.
+    public var metricsAddress: SocketAddress? {
+        guard core.configuration.metricsListener != nil else { return nil }
+        return serverChannels.withLockedValue { $0.last?.localAddress }
+    }
+
+    private func bindMetrics(_ listener: BrokerConfiguration.Listener) async throws -> any Channel {
+        let core = self.core
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(core: core))
+                }
+            }
+            .bind(host: listener.address ?? "0.0.0.0", port: listener.port).get()
     }
 
     // MARK: $SYS

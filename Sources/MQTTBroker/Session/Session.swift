@@ -184,7 +184,7 @@ final class Session: @unchecked Sendable {
             }
             for identifier in expired {
                 inflight.removeValue(forKey: identifier)
-                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                statistics.dropped(.expired)
             }
             outlet.send(packets)
             drainLocked(now: now)
@@ -281,7 +281,7 @@ final class Session: @unchecked Sendable {
         lock.withLock {
             guard let outlet else {
                 if qos == .atMostOnce {
-                    statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                    statistics.dropped(.offlineQoS0)
                 } else {
                     enqueueLocked(item)
                 }
@@ -324,7 +324,7 @@ final class Session: @unchecked Sendable {
     /// Sends one message, giving QoS 1/2 a packet identifier and an in-flight slot.
     private func sendLocked(_ item: Queued, through outlet: SessionOutlet, now: NIODeadline) {
         if item.message.isExpired(at: now) {
-            statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            statistics.dropped(.expired)
             forgetStoredLocked(item)
             return
         }
@@ -335,7 +335,7 @@ final class Session: @unchecked Sendable {
                 identifier = reserved
             } else {
                 guard let next = nextPacketIdentifierLocked() else {
-                    statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                    statistics.dropped(.queueFull)
                     return
                 }
                 identifier = next
@@ -351,7 +351,7 @@ final class Session: @unchecked Sendable {
         )
         let packet = MQTTPacket.publish(publish)
         guard outlet.fits(packet) else {
-            statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+            statistics.dropped(.tooLargeForClient)
             forgetStoredLocked(item)
             return
         }
@@ -377,9 +377,9 @@ final class Session: @unchecked Sendable {
             if item.qos != .atMostOnce, let index = queue.firstIndex(where: { $0.qos == .atMostOnce }) {
                 queuedBytes -= queue[index].message.payload.readableBytes
                 queue.remove(at: index)
-                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                statistics.dropped(.queueFull)
             } else {
-                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                statistics.dropped(.queueFull)
                 forgetStoredLocked(item)
                 return
             }

@@ -86,11 +86,11 @@ final class SessionOutlet: @unchecked Sendable {
             do {
                 try packet.write(to: &buffer, version: protocolVersion)
             } catch {
-                statistics.messagesDropped.wrappingIncrement(ordering: .relaxed)
+                statistics.dropped(.encodingFailed)
                 continue
             }
             bytes += buffer.readableBytes
-            if case .publish = packet { statistics.messagesSent.wrappingIncrement(ordering: .relaxed) }
+            if case .publish(let publish) = packet { statistics.sent(publish.qos) }
             channel.write(buffer, promise: nil)
         }
         statistics.bytesSent.wrappingIncrement(by: bytes, ordering: .relaxed)

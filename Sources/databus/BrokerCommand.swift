@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import MQTTBroker
+import NIOConcurrencyHelpers
 import ServiceLifecycle
+import UnixSignals
 
 /// `databus broker`: the embedded MQTT broker, configured like mosquitto.
 struct BrokerCommand: AsyncParsableCommand {
@@ -35,17 +37,47 @@ struct BrokerCommand: AsyncParsableCommand {
     var testConfig = false
 
     func run() async throws {
-        var configuration: BrokerConfiguration
-        if let config {
-            do {
-                configuration = try MosquittoConfigParser.parse(fileAt: config)
-            } catch {
-                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
-                throw ExitCode.failure
-            }
-        } else {
-            configuration = .standalone
+        let configuration: BrokerConfiguration
+        do {
+            configuration = try loadConfiguration()
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            throw ExitCode.failure
         }
+        if testConfig {
+            print("\(config ?? "default configuration"): OK")
+            return
+        }
+
+        let logger = BrokerLogging.bootstrap(configuration)
+        let broker = MQTTBroker(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        // SIGHUP re-reads the file and applies what can change without a restart.
+        let reloader = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                guard config != nil else {
+                    logger.notice("SIGHUP: there is no configuration file to re-read")
+                    continue
+                }
+                do {
+                    let reloaded = try loadConfiguration()
+                    broker.reload(reloaded)
+                    BrokerLogging.setLevel(for: reloaded.logTypes)
+                } catch {
+                    logger.error("SIGHUP: keeping the current configuration: \(error)")
+                }
+            }
+        }
+        defer { reloader.cancel() }
+        try await group.run()
+    }
+
+    /// The configuration file (or the standalone defaults) with the command-line flags applied.
+    private func loadConfiguration() throws -> BrokerConfiguration {
+        var configuration = config.map { _ in BrokerConfiguration() } ?? .standalone
+        if let config { configuration = try MosquittoConfigParser.parse(fileAt: config) }
         if let port {
             guard (0...65_535).contains(port) else { throw ValidationError("port must be 0-65535") }
             if config == nil {
@@ -59,24 +91,22 @@ struct BrokerCommand: AsyncParsableCommand {
             configuration.listeners = BrokerConfiguration.standalone.listeners
         }
         if verbose { configuration.logTypes = [.all] }
-        if testConfig {
-            print("\(config ?? "default configuration"): OK")
-            return
-        }
-
-        let logger = BrokerLogging.bootstrap(configuration)
-        let broker = MQTTBroker(configuration: configuration, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        )
-        try await group.run()
+        return configuration
     }
 }
 
 /// Sets up swift-log from `log_type` and `log_dest`.
 enum BrokerLogging {
+    /// The level every broker log handler follows; SIGHUP may change it.
+    private static let currentLevel = NIOLockedValueBox(Logger.Level.info)
+
+    static func setLevel(for types: Set<BrokerConfiguration.LogType>) {
+        currentLevel.withLockedValue { $0 = level(for: types) }
+    }
+
     static func bootstrap(_ configuration: BrokerConfiguration) -> Logger {
         let level = level(for: configuration.logTypes)
+        currentLevel.withLockedValue { $0 = level }
         let destinations = configuration.logDestinations
         LoggingSystem.bootstrap { label in
             var handlers: [any LogHandler] = []
@@ -88,13 +118,11 @@ enum BrokerLogging {
                 case .none: break
                 }
             }
-            var handler: any LogHandler = handlers.isEmpty ? SwiftLogNoOpLogHandler() : MultiplexLogHandler(handlers)
-            handler.logLevel = level
-            return handler
+            var inner: any LogHandler = handlers.isEmpty ? SwiftLogNoOpLogHandler() : MultiplexLogHandler(handlers)
+            inner.logLevel = .trace
+            return DynamicLevelLogHandler(inner: inner, level: currentLevel)
         }
-        var logger = Logger(label: "databus.broker")
-        logger.logLevel = level
-        return logger
+        return Logger(label: "databus.broker")
     }
 
     static func level(for types: Set<BrokerConfiguration.LogType>) -> Logger.Level {
@@ -104,6 +132,32 @@ enum BrokerLogging {
         if types.contains(.warning) { return .warning }
         if types.contains(.error) { return .error }
         return .critical
+    }
+}
+
+/// Forwards to another handler at a level shared by every broker logger, so that a reload
+/// changes it everywhere.
+struct DynamicLevelLogHandler: LogHandler {
+    var inner: any LogHandler
+    let level: NIOLockedValueBox<Logger.Level>
+
+    var logLevel: Logger.Level {
+        get { level.withLockedValue { $0 } }
+        set { level.withLockedValue { $0 = newValue } }
+    }
+
+    var metadata: Logger.Metadata {
+        get { inner.metadata }
+        set { inner.metadata = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { inner[metadataKey: key] }
+        set { inner[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        inner.log(event: event)
     }
 }
 

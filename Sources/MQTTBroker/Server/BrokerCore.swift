@@ -6,7 +6,12 @@ import NIOCore
 
 /// The state all connections share: sessions, subscriptions, retained messages, counters.
 final class BrokerCore: Sendable {
-    let configuration: BrokerConfiguration
+    private let configurationBox: NIOLockedValueBox<BrokerConfiguration>
+    /// Read on every retained message; kept apart so that routing takes no lock for it.
+    private let retainAvailable: ManagedAtomic<Bool>
+
+    /// The configuration in force; SIGHUP may replace it (connections read it when they open).
+    var configuration: BrokerConfiguration { configurationBox.withLockedValue { $0 } }
     let logger: Logger
     let authenticator: (any Authenticator)?
     let router = SubscriptionRouter()
@@ -25,13 +30,15 @@ final class BrokerCore: Sendable {
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
     init(configuration: BrokerConfiguration, logger: Logger, authenticator: (any Authenticator)?) {
-        self.configuration = configuration
+        self.configurationBox = NIOLockedValueBox(configuration)
+        self.retainAvailable = ManagedAtomic(configuration.retainAvailable)
         self.logger = logger
         self.authenticator = authenticator
     }
 
     var sessionLimits: Session.Limits {
-        Session.Limits(
+        let configuration = self.configuration
+        return Session.Limits(
             maxInflight: configuration.maxInflightMessages == 0 ? 65_535 : configuration.maxInflightMessages,
             maxQueuedMessages: configuration.maxQueuedMessages,
             maxQueuedBytes: configuration.maxQueuedBytes
@@ -93,7 +100,7 @@ final class BrokerCore: Sendable {
         let deliveries = router.deliveries(for: message)
         var operations: [StoreOperation] = []
         let store = self.store
-        if store != nil && message.retain && configuration.retainAvailable && !message.topic.hasPrefix("$SYS") {
+        if store != nil && message.retain && retainAvailable.load(ordering: .relaxed) && !message.topic.hasPrefix("$SYS") {
             operations.append(message.payload.readableBytes == 0 ? .deleteRetained(topic: message.topic) : .putRetained(message))
         }
         var prepared: [PreparedDelivery] = []
@@ -121,7 +128,7 @@ final class BrokerCore: Sendable {
     }
 
     private func deliver(_ message: ApplicationMessage, _ prepared: [PreparedDelivery], now: NIODeadline) {
-        if message.retain && configuration.retainAvailable { retained.retain(message) }
+        if message.retain && retainAvailable.load(ordering: .relaxed) { retained.retain(message) }
         for item in prepared {
             let delivery = item.delivery
             delivery.session.deliver(
@@ -208,6 +215,37 @@ final class BrokerCore: Sendable {
     /// Messages waiting in every session's queue.
     var queuedMessageCount: Int {
         sessions.withLockedValue { Array($0.values) }.reduce(0) { $0 + $1.queuedMessageCount }
+    }
+
+    /// Applies a re-read configuration: limits and behaviour for new connections, queue limits
+    /// for existing sessions. Listeners and persistence need a restart.
+    /// - Returns: the settings that changed but need a restart to take effect.
+    func reload(_ new: BrokerConfiguration) -> [String] {
+        let old = configuration
+        var ignored: [String] = []
+        var applied = new
+        if new.listeners != old.listeners {
+            ignored.append("listeners")
+            applied.listeners = old.listeners
+        }
+        if new.metricsListener != old.metricsListener {
+            ignored.append("metrics_listener")
+            applied.metricsListener = old.metricsListener
+        }
+        if new.persistence != old.persistence || new.persistenceLocation != old.persistenceLocation {
+            ignored.append("persistence")
+            applied.persistence = old.persistence
+            applied.persistenceLocation = old.persistenceLocation
+        }
+        if new.sysInterval != old.sysInterval {
+            ignored.append("sys_interval")
+            applied.sysInterval = old.sysInterval
+        }
+        configurationBox.withLockedValue { $0 = applied }
+        retainAvailable.store(applied.retainAvailable, ordering: .relaxed)
+        let limits = sessionLimits
+        for session in sessions.withLockedValue({ Array($0.values) }) { session.updateLimits(limits) }
+        return ignored
     }
 
     // MARK: Persistence

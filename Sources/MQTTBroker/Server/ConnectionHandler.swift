@@ -31,6 +31,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private let core: BrokerCore
+    /// The configuration when the connection opened; a reload applies to later connections.
+    private let configuration: BrokerConfiguration
     private let listener: BrokerConfiguration.Listener
     private var state = State.awaitingConnect
     private var logger: Logger
@@ -40,6 +42,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     init(core: BrokerCore, listener: BrokerConfiguration.Listener) {
         self.core = core
+        self.configuration = core.configuration
         self.listener = listener
         self.logger = core.logger
     }
@@ -49,7 +52,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         core.register(context.channel)
         if let address = context.remoteAddress { logger[metadataKey: "peer"] = "\(address)" }
-        let seconds = Int64(core.configuration.connectTimeout)
+        let seconds = Int64(configuration.connectTimeout)
         let channel = context.channel
         connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) { [logger] in
             logger.notice("closing a connection that sent no CONNECT within \(seconds) s")
@@ -123,7 +126,6 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func handleConnect(_ connect: ConnectPacket, context: ChannelHandlerContext) {
         connectTimeout?.cancel()
-        let configuration = core.configuration
         let version = connect.protocolVersion
         var clientID = connect.clientIdentifier
         var assigned = false
@@ -206,7 +208,6 @@ final class ConnectionHandler: ChannelInboundHandler {
             if case .refused(let reason, let why) = result { refuse(context, version: version, reason: reason, why: why) }
             return
         }
-        let configuration = core.configuration
         let sessionExpiry: UInt32
         switch version {
         case .v5: sessionExpiry = connect.properties.sessionExpiryInterval ?? 0
@@ -331,7 +332,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func handlePublish(_ publish: PublishPacket, connected: inout Connected, context: ChannelHandlerContext, now: NIODeadline) {
-        let configuration = core.configuration
         var publish = publish
         core.statistics.received(publish.qos)
         if connected.version == .v5, let alias = publish.properties.topicAlias {

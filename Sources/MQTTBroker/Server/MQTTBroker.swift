@@ -54,6 +54,19 @@ public final class MQTTBroker: Service, Sendable {
         return addresses
     }
 
+    /// Applies a re-read configuration (SIGHUP): limits, logging and behaviour for new
+    /// connections, queue limits for existing sessions.
+    /// - Returns: the settings that changed but take effect only after a restart.
+    @discardableResult
+    public func reload(_ configuration: BrokerConfiguration) -> [String] {
+        let ignored = core.reload(configuration)
+        core.logger.notice(
+            "configuration reloaded",
+            metadata: ignored.isEmpty ? [:] : ["needs restart": "\(ignored.joined(separator: ", "))"]
+        )
+        return ignored
+    }
+
     /// The addresses the broker listens on.
     public var localAddresses: [SocketAddress] {
         serverChannels.withLockedValue { $0.compactMap(\.localAddress) }
@@ -82,20 +95,20 @@ public final class MQTTBroker: Service, Sendable {
 
     private func bind(_ listener: BrokerConfiguration.Listener) async throws -> [any Channel] {
         let core = self.core
-        let configuration = core.configuration
         let connections = ManagedConnectionCount(limit: listener.maxConnections)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
+                let configuration = core.configuration
                 guard connections.open() else {
                     core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
                     return channel.close()
                 }
                 channel.closeFuture.whenComplete { _ in connections.close() }
                 return channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(statistics: core.statistics))
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTPacketDecoder(maximumPacketSize: configuration.effectiveMaxPacketSize))

@@ -64,7 +64,7 @@ final class Session: @unchecked Sendable {
 
     let clientID: String
     private let lock = NIOLock()
-    private let limits: Limits
+    private var limits: Limits
     private let statistics: BrokerStatistics
     /// Where a persistent session records acknowledgements and drops.
     private let store: SQLiteBrokerStore?
@@ -89,6 +89,11 @@ final class Session: @unchecked Sendable {
         self.limits = limits
         self.statistics = statistics
         self.store = store
+    }
+
+    /// New queue limits after a configuration reload; messages already queued stay.
+    func updateLimits(_ limits: Limits) {
+        lock.withLock { self.limits = limits }
     }
 
     /// Whether the session outlives its connection, and so is kept in the store.

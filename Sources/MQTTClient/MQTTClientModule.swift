@@ -1,0 +1,1 @@
+// The MQTT client library; its sources land with the client work (issue 5).

@@ -75,6 +75,11 @@ public struct ChildProcess: Sendable {
         return 128 + SIGKILL
     }
 
+    /// Sends `signal` (SIGKILL, SIGSTOP, SIGCONT, ...) to the process.
+    public func signal(_ signal: Int32) {
+        kill(pid, signal)
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to end, then SIGKILL.
     @discardableResult
     public func terminate(timeout: Duration = .seconds(5)) async -> Int32 {

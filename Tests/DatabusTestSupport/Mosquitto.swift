@@ -1,18 +1,26 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
 /// A real mosquitto broker on 127.0.0.1, started for one test and stopped by PID.
 public final class Mosquitto: @unchecked Sendable {
     public let port: Int
-    private let process: ChildProcess
-    private let directory: URL
+    private let processBox: NIOLockedValueBox<ChildProcess>
+    /// The broker's own folder (configuration file); removed by ``stop()``.
+    public let directory: URL
+    private let executable: String
 
-    private init(port: Int, process: ChildProcess, directory: URL) {
+    private var process: ChildProcess { processBox.withLockedValue { $0 } }
+
+    private init(port: Int, process: ChildProcess, directory: URL, executable: String) {
         self.port = port
-        self.process = process
+        self.processBox = NIOLockedValueBox(process)
         self.directory = directory
+        self.executable = executable
     }
+
+    private var configurationPath: String { directory.appendingPathComponent("mosquitto.conf").path }
 
     /// Starts mosquitto with `allow_anonymous true` and any extra configuration lines.
     public static func start(extraConfiguration: String = "") async throws -> Mosquitto {
@@ -39,39 +47,117 @@ public final class Mosquitto: @unchecked Sendable {
             try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: configuration.path)
 
             let process = try ChildProcess.spawn(executable, ["-c", configuration.path])
-            let broker = Mosquitto(port: port, process: process, directory: directory)
+            let broker = Mosquitto(port: port, process: process, directory: directory, executable: executable)
             if await broker.waitUntilListening() { return broker }
-            await broker.stop()
+            // Another process took the port first: try another one in the same folder.
+            if process.isRunning { await process.terminate() }
         }
+        try? FileManager.default.removeItem(at: directory)
         throw InteropError("mosquitto did not start listening")
     }
 
+    /// Waits until this mosquitto process (not another one that holds the same port) listens.
     private func waitUntilListening() async -> Bool {
         for _ in 0..<100 {
             guard process.isRunning else { return false }
-            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(host: "127.0.0.1", port: port).get()
-            {
-                try? await channel.close()
+            switch Self.processListens(pid: process.pid, port: port) {
+            case true?:
                 return true
+            case false?:
+                break
+            case nil:
+                // No /proc: a connection that succeeds, from a process still alive a moment later.
+                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connect(host: "127.0.0.1", port: port).get()
+                {
+                    try? await channel.close()
+                    try? await Task.sleep(for: .milliseconds(100))
+                    return process.isRunning
+                }
             }
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Whether process `pid` holds a socket listening on 127.0.0.1:`port`, read from /proc;
+    /// `nil` where there is no /proc.
+    private static func processListens(pid: pid_t, port: Int) -> Bool? {
+        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+        let local = "0100007F:" + String(format: "%04X", port)
+        var inodes: Set<String> = []
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            guard fields.count > 9, fields[1] == local, fields[3] == "0A" else { continue }
+            inodes.insert(String(fields[9]))
+        }
+        guard !inodes.isEmpty else { return false }
+        let fdDirectory = "/proc/\(pid)/fd"
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: fdDirectory) else { return false }
+        for descriptor in descriptors {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDirectory)/\(descriptor)") else { continue }
+            if target.hasPrefix("socket:["), inodes.contains(String(target.dropFirst(8).dropLast())) { return true }
         }
         return false
     }
 
     /// Stops mosquitto by its PID and removes its folder.
     public func stop() async {
-        await process.terminate()
+        if process.isRunning { await process.terminate() }
         try? FileManager.default.removeItem(at: directory)
     }
 
-    private static func freePort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress?.port ?? 0
-        try await channel.close()
-        return port
+    /// Kills mosquitto with SIGKILL, as a crash would: no clean shutdown, no persistence save.
+    public func kill() async {
+        process.signal(SIGKILL)
+        await process.wait()
+    }
+
+    /// Starts mosquitto again with the same configuration and port (after ``kill()`` or
+    /// ``terminate()``), so a persistence folder named in the configuration is read back.
+    public func restart() async throws {
+        if process.isRunning { await process.terminate() }
+        for _ in 0..<20 {
+            let process = try ChildProcess.spawn(executable, ["-c", configurationPath])
+            processBox.withLockedValue { $0 = process }
+            if await waitUntilListening() { return }
+            // The port may still be held for a moment after the previous process died.
+            if process.isRunning { await process.terminate() }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw InteropError("mosquitto did not restart on port \(port)")
+    }
+
+    /// Stops mosquitto with SIGTERM (it saves its persistence) and keeps its folder, for ``restart()``.
+    public func terminate() async {
+        await process.terminate()
+    }
+
+    /// Freezes mosquitto (SIGSTOP): connections stay open but nothing is answered.
+    public func pause() {
+        process.signal(SIGSTOP)
+    }
+
+    /// Lets a paused mosquitto run again (SIGCONT).
+    public func resume() {
+        process.signal(SIGCONT)
+    }
+
+    /// Ports handed out by ``freePort()`` in this process, never handed out twice.
+    private static let handedOut = NIOLockedValueBox<Set<Int>>([])
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago and that no other test of this
+    /// process was given (tests run in parallel).
+    public static func freePort() async throws -> Int {
+        for _ in 0..<50 {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(host: "127.0.0.1", port: 0).get()
+            let port = channel.localAddress?.port ?? 0
+            try await channel.close()
+            if handedOut.withLockedValue({ $0.insert(port).inserted }) { return port }
+        }
+        throw InteropError("no free port that was not handed out before")
     }
 }
 

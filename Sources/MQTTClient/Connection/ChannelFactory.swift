@@ -1,0 +1,62 @@
+import Logging
+import MQTTCore
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Opens the TCP (and TLS) connection with the MQTT codec in its pipeline.
+enum ChannelFactory {
+    static func connect(
+        configuration: MQTTClient.Configuration,
+        eventLoopGroup: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> (channel: any Channel, events: AsyncStream<ConnectionEvent>) {
+        let (events, continuation) = AsyncStream.makeStream(of: ConnectionEvent.self)
+        let sslContext: NIOSSLContext?
+        let serverHostname: String?
+        if let tls = configuration.tls {
+            if tls.insecure {
+                logger.warning("TLS certificate verification is OFF (insecure): the broker is not authenticated")
+            }
+            sslContext = try tls.makeContext()
+            // SNI takes names only; for an IP address NIOSSL checks the IP against the certificate.
+            let name = tls.serverName ?? configuration.host
+            serverHostname = isIPAddress(name) ? nil : name
+        } else {
+            sslContext = nil
+            serverHostname = nil
+        }
+        let version = configuration.protocolVersion
+        let maximumPacketSize = configuration.maximumPacketSize.map(Int.init) ?? maximumVariableByteInteger + 5
+        let pin = configuration.tls?.pinnedServerCertificateSHA256
+        let bootstrap = ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let sslContext {
+                        try pipeline.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname))
+                    }
+                    try pipeline.addHandler(
+                        ByteToMessageHandler(MQTTPacketDecoder(version: version, maximumPacketSize: maximumPacketSize))
+                    )
+                    try pipeline.addHandler(MessageToByteHandler(MQTTPacketEncoder(version: version)))
+                    try pipeline.addHandler(
+                        ConnectionHandler(events: continuation, usesTLS: sslContext != nil, pinnedCertificateSHA256: pin)
+                    )
+                }
+            }
+        do {
+            let channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+            return (channel, events)
+        } catch {
+            continuation.finish()
+            throw error
+        }
+    }
+
+    private static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+}

@@ -1,0 +1,90 @@
+import Logging
+import MQTTCore
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// What a connection's channel reports to the client, in order.
+enum ConnectionEvent: Sendable {
+    /// TCP is up, and TLS too with the certificate pin checked: CONNECT may be sent.
+    case ready
+    case packet(MQTTPacket)
+    /// The channel can take writes again after it was full.
+    case writable
+    /// The channel closed; the reason when the channel knows one.
+    case closed(DisconnectReason?)
+}
+
+/// Fired into the pipeline when CONNACK has not come in time.
+struct ConnectTimeoutEvent: Sendable {
+    let timeout: Duration
+}
+
+/// The last handler of a client connection: turns what happens on the channel into
+/// ``ConnectionEvent``s and checks the broker's certificate pin. It only moves data; the
+/// protocol lives in ``ClientSession`` and ``MQTTClient``.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = MQTTPacket
+
+    private let events: AsyncStream<ConnectionEvent>.Continuation
+    private let usesTLS: Bool
+    private let pinnedCertificateSHA256: [UInt8]?
+    private var closeReason: DisconnectReason?
+
+    init(events: AsyncStream<ConnectionEvent>.Continuation, usesTLS: Bool, pinnedCertificateSHA256: [UInt8]?) {
+        self.events = events
+        self.usesTLS = usesTLS
+        self.pinnedCertificateSHA256 = pinnedCertificateSHA256
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if !usesTLS { events.yield(.ready) }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent {
+            if let pin = pinnedCertificateSHA256 {
+                let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
+                let digest = (try? certificate?.toDERBytes()).map(SHA256.hash)
+                guard digest == pin else {
+                    closeReason = .connectionFailed("the broker's certificate does not match the pinned SHA-256")
+                    context.close(promise: nil)
+                    return
+                }
+            }
+            events.yield(.ready)
+        } else if let timeout = event as? ConnectTimeoutEvent {
+            closeReason = closeReason ?? .connectionFailed("no CONNACK within \(timeout.timeout)")
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        events.yield(.packet(unwrapInboundIn(data)))
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { events.yield(.writable) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if closeReason == nil {
+            switch error {
+            case let decoding as MQTTDecodingError: closeReason = .protocolError("\(decoding)")
+            case let tls as NIOSSLError: closeReason = .connectionFailed("TLS: \(tls)")
+            case let tls as BoringSSLError: closeReason = .connectionFailed("TLS: \(tls)")
+            default: closeReason = .connectionLost("\(error)")
+            }
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        events.yield(.closed(closeReason))
+        events.finish()
+        context.fireChannelInactive()
+    }
+}

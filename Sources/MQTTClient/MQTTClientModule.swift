@@ -1,1 +1,0 @@
-// The MQTT client library; its sources land with the client work (issue 5).

@@ -1,0 +1,45 @@
+import MQTTCore
+import NIOCore
+
+/// An application message received from the broker.
+public struct MQTTMessage: Sendable, Hashable {
+    public var topic: String
+    /// The payload: a slice of the received bytes, not a copy.
+    public var payload: ByteBuffer
+    /// The QoS it was delivered at (the lower of the published and the subscribed QoS).
+    public var qos: QoS
+    /// Set when the message is a retained one sent for a new subscription (or, with
+    /// retain-as-published, when it was published with retain).
+    public var retain: Bool
+    /// MQTT 5 properties: user properties, response topic, correlation data, content type,
+    /// message expiry, payload format, subscription identifiers. Empty in 3.1.1.
+    public var properties: Properties
+
+    public init(topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+    }
+
+    /// The payload decoded as UTF-8.
+    public var payloadString: String { String(buffer: payload) }
+}
+
+/// How a publish flow ended: PUBACK (QoS 1), PUBREC/PUBCOMP (QoS 2), or the write (QoS 0).
+public struct PublishResult: Sendable, Hashable {
+    /// The MQTT 5 reason code (always ``ReasonCode/success`` in 3.1.1 and at QoS 0). A code of
+    /// 0x80 or above means the broker refused the message; 0x10 means nobody was subscribed.
+    public var reasonCode: ReasonCode
+    /// Reason string and user properties the broker sent with the acknowledgement (MQTT 5).
+    public var properties: Properties
+
+    public init(reasonCode: ReasonCode = .success, properties: Properties = []) {
+        self.reasonCode = reasonCode
+        self.properties = properties
+    }
+
+    /// Whether the broker accepted the message.
+    public var isSuccess: Bool { !reasonCode.isFailure }
+}

@@ -40,14 +40,14 @@ extension MQTTClient {
         let ticket = try enqueue(topic: topic, payload: payload, qos: qos, properties: requestProperties)
         let clock = self.clock
         let reply: MQTTMessage? = try await withThrowingTaskGroup(of: MQTTMessage?.self) { group in
-            group.addTask { try await waiter.value() }
             group.addTask {
-                // A refused request fails at once instead of waiting for the timeout.
+                // A refused request fails at once instead of waiting for the timeout; the reply
+                // may come before the acknowledgement, and the waiter keeps it.
                 let result = try await ticket.result()
-                if result.isSuccess || result.reasonCode == .noMatchingSubscribers {
-                    try await Task.sleep(for: .seconds(365 * 86_400))
+                guard result.isSuccess else {
+                    throw MQTTClientError(.publishRefused, "the broker refused the request on \(topic)", reasonCode: result.reasonCode)
                 }
-                throw MQTTClientError(.subscriptionRefused, "the broker refused the request", reasonCode: result.reasonCode)
+                return try await waiter.value()
             }
             group.addTask {
                 try await clock.sleep(for: timeout)

@@ -23,6 +23,7 @@ public struct MQTTClientError: Error, Sendable, Hashable, CustomStringConvertibl
             case retainNotSupported = "retain not supported"
             case unsupportedInProtocolVersion = "not supported in this protocol version"
             case subscriptionRefused = "subscription refused"
+            case publishRefused = "publish refused"
             case protocolError = "protocol error"
             case reconnectAttemptsExhausted = "reconnect attempts exhausted"
             case tlsConfiguration = "TLS configuration"
@@ -63,6 +64,9 @@ public struct MQTTClientError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let unsupportedInProtocolVersion = Code(.unsupportedInProtocolVersion)
         /// The broker refused a subscription (see ``MQTTClientError/reasonCode``).
         public static let subscriptionRefused = Code(.subscriptionRefused)
+        /// The broker refused a message (see ``MQTTClientError/reasonCode``); used where a
+        /// result cannot carry the code, as in ``MQTTClient/request(topic:payload:qos:properties:timeout:)``.
+        public static let publishRefused = Code(.publishRefused)
         /// The broker broke the protocol.
         public static let protocolError = Code(.protocolError)
         /// The reconnect policy's maximum number of attempts was reached.

@@ -54,9 +54,11 @@ struct BrokerCommand: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
-        // SIGHUP re-reads the file and applies what can change without a restart.
+        // SIGHUP re-reads the file and applies what can change without a restart. The trap is
+        // installed before the broker listens, so an early SIGHUP cannot kill the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let reloader = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            for await _ in hangups {
                 guard config != nil else {
                     logger.notice("SIGHUP: there is no configuration file to re-read")
                     continue

@@ -30,3 +30,28 @@ func freePort() async throws -> Int {
     try await channel.close()
     return port
 }
+
+/// A `databus broker` process on a free port, started from a configuration whose `{PORT}`
+/// is filled in. Another process may take a free port before the broker binds it: then the
+/// broker exits at once, and this tries again on another port.
+func startBrokerProcess(
+    configuration template: String,
+    file: String
+) async throws -> (process: ChildProcess, port: Int) {
+    let executable = try databusExecutable()
+    for _ in 0..<5 {
+        let port = try await freePort()
+        try template.replacingOccurrences(of: "{PORT}", with: "\(port)").write(toFile: file, atomically: true, encoding: .utf8)
+        let process = try ChildProcess.spawn(executable, ["broker", "-c", file])
+        do {
+            try await waitForPort(port)
+        } catch {
+            await process.terminate()
+            continue
+        }
+        // Listening, and still our process (not another one that took the port).
+        try await Task.sleep(for: .milliseconds(100))
+        if process.isRunning { return (process, port) }
+    }
+    throw InteropError("could not start a databus broker process on a free port")
+}

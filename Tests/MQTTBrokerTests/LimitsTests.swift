@@ -71,10 +71,7 @@ struct LimitsTests {
     }
 
     @Test(
-        "5.0: messages re-sent on session resume respect the new connection's receive maximum",
-        .disabled(
-            "bug: attach re-sends every in-flight message at once (3 with receive maximum 1), breaking MQTT-3.3.4-9; mosquitto re-queues those beyond the new window"
-        )
+        "5.0: messages re-sent on session resume respect the new connection's receive maximum"
     )
     func resumeRespectsReceiveMaximum() async throws {
         try await withBroker { port in

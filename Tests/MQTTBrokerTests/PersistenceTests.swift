@@ -135,19 +135,18 @@ struct PersistenceTests {
         let executable = try databusExecutable()
         let folder = try makeStoreFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let port = try await freePort()
         let configurationFile = folder + "/databus.conf"
-        try """
-        listener \(port) 127.0.0.1
-        allow_anonymous true
-        persistence true
-        persistence_location \(folder)/store
-        max_queued_messages 0
-        sys_interval 0
-        """.write(toFile: configurationFile, atomically: true, encoding: .utf8)
-
-        let broker = try ChildProcess.spawn(executable, ["broker", "-c", configurationFile])
-        try await waitForPort(port)
+        let (broker, port) = try await startBrokerProcess(
+            configuration: """
+                listener {PORT} 127.0.0.1
+                allow_anonymous true
+                persistence true
+                persistence_location \(folder)/store
+                max_queued_messages 0
+                sys_interval 0
+                """,
+            file: configurationFile
+        )
 
         // A persistent subscriber goes offline before the messages flow.
         let subscriber = try await CodecConnection.connect(port: port, version: .v3_1_1)

@@ -131,10 +131,7 @@ struct PropertiesV5Tests {
     }
 
     @Test(
-        "a message expiry interval of 0 does not stop delivery to a connected subscriber, as in mosquitto",
-        .disabled(
-            "bug: expiry 0 makes the message expired on arrival, so it is dropped for every subscriber while the publisher gets PUBACK 0x00; mosquitto 2.0.11 delivers it"
-        )
+        "a message expiry interval of 0 does not stop delivery to a connected subscriber, as in mosquitto"
     )
     func expiryZero() async throws {
         try await withBroker { port in

@@ -33,17 +33,13 @@ struct ReloadTests {
 
     @Test("SIGHUP re-reads the file: new connections follow it, connected clients stay")
     func sighup() async throws {
-        let executable = try databusExecutable()
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("databus-reload-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let port = try await freePort()
         let file = folder + "/databus.conf"
-        let base = "listener \(port) 127.0.0.1\nallow_anonymous true\nsys_interval 0\n"
-        try (base + "retain_available true\n").write(toFile: file, atomically: true, encoding: .utf8)
-
-        let broker = try ChildProcess.spawn(executable, ["broker", "-c", file])
-        try await waitForPort(port)
+        let template = "listener {PORT} 127.0.0.1\nallow_anonymous true\nsys_interval 0\n"
+        let (broker, port) = try await startBrokerProcess(configuration: template + "retain_available true\n", file: file)
+        let base = template.replacingOccurrences(of: "{PORT}", with: "\(port)")
         let connected = try await CodecConnection.connect(port: port, version: .v5)
         _ = try await connected.handshake(clientIdentifier: "stays")
 

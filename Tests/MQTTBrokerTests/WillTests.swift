@@ -248,8 +248,7 @@ struct WillTests {
     }
 
     @Test(
-        "5.0: a clean start takeover of a connection with a delayed will ends the session and sends the will",
-        .disabled("bug: the old connection is no longer the session's owner when it ends, so its delayed will is neither scheduled nor published")
+        "5.0: a clean start takeover of a connection with a delayed will ends the session and sends the will"
     )
     func takeoverWithDelayedWill() async throws {
         try await withBroker { port in
@@ -273,10 +272,7 @@ struct WillTests {
     }
 
     @Test(
-        "5.0: a takeover of a connection with a delayed will and session expiry 0 sends the will",
-        .disabled(
-            "bug: with session expiry 0 the will goes out at once only when the connection still owns the session; after a takeover it is dropped"
-        )
+        "5.0: a takeover of a connection with a delayed will and session expiry 0 sends the will"
     )
     func takeoverWithDelayedWillNoSession() async throws {
         try await withBroker { port in

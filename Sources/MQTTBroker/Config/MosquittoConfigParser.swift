@@ -64,19 +64,19 @@ public enum MosquittoConfigParser {
         into configuration: inout BrokerConfiguration,
         state: inout ParseState
     ) throws(ConfigurationError) {
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
+        // "\r\n" is one Character in Swift: splitting on isNewline handles LF and CRLF files alike.
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let line = rawLine.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
-            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            var words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            // A word starting with # begins a trailing comment, which mosquitto ignores.
+            if let comment = words.dropFirst().firstIndex(where: { $0.hasPrefix("#") }) { words.removeSubrange(comment...) }
             let key = words[0]
             let values = Array(words.dropFirst())
-            let context = LineContext(file: file, line: index + 1, key: key, values: values, rest: restOfLine(line, after: key))
+            let rest = values.joined(separator: " ")
+            let context = LineContext(file: file, line: index + 1, key: key, values: values, rest: rest)
             try apply(context, to: &configuration, state: &state)
         }
-    }
-
-    private static func restOfLine(_ line: String, after key: String) -> String {
-        line.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
     }
 
     struct LineContext {
@@ -98,8 +98,8 @@ public enum MosquittoConfigParser {
 
         func bool() throws(ConfigurationError) -> Bool {
             switch try single() {
-            case "true": return true
-            case "false": return false
+            case "true", "1": return true
+            case "false", "0": return false
             case let other: throw error("expects true or false, not \"\(other)\"")
             }
         }

@@ -85,7 +85,9 @@ final class BrokerCore: Sendable {
         store.commit(operations + extra) { result in
             switch result {
             case .success:
-                self.deliver(message, prepared, now: .now())
+                // Delivered as of the publish time: a message expiry interval of 0 still reaches
+                // connected subscribers, as it would have without the store.
+                self.deliver(message, prepared, now: now)
                 completion(.success(prepared.count))
             case .failure(let error):
                 for item in prepared {
@@ -200,6 +202,7 @@ final class BrokerCore: Sendable {
     }
 
     private func discard(_ session: Session) {
+        session.markEnded()
         for filter in session.subscriptions.keys {
             if let shared = try? SharedSubscription.parse(filter) {
                 router.unsubscribe(shared, session: session)

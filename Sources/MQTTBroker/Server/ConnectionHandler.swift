@@ -39,6 +39,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var connectTimeout: Scheduled<Void>?
     private var keepAliveTask: RepeatedTask?
     private var lastActivity = NIODeadline.now()
+    /// Set once we decided to close: nothing the client sends after that is acted on.
+    private var closing = false
 
     init(core: BrokerCore, listener: BrokerConfiguration.Listener) {
         self.core = core
@@ -62,6 +64,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         let packet = unwrapInboundIn(data)
         lastActivity = .now()
         switch state {
@@ -537,6 +540,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Closes this connection, telling a 5.0 client why first.
     private func closeConnection(_ context: ChannelHandlerContext, reason: ReasonCode, why: String) {
+        guard !closing else { return }
+        closing = true
         logger.notice("closing connection: \(why)", metadata: ["reason": "\(reason)"])
         if case .connected(let connected) = state, connected.version == .v5 {
             connected.outlet.close(reason: reason)
@@ -564,7 +569,10 @@ final class ConnectionHandler: ChannelInboundHandler {
                 publisherID: session.clientID
             )
             let delay = connected.version == .v5 ? will.properties.willDelayInterval ?? 0 : 0
-            if delay == 0 || connected.sessionExpiry == 0 {
+            if !stillOwner && session.hasEnded {
+                // Taken over with a clean start: the session ended, so the will goes out now.
+                core.publish(message, now: now)
+            } else if delay == 0 || connected.sessionExpiry == 0 {
                 if delay == 0 || stillOwner { core.publish(message, now: now) }
             } else if stillOwner {
                 let core = self.core

@@ -41,7 +41,7 @@ struct ApplicationMessage: Sendable {
 
     func isExpired(at now: NIODeadline) -> Bool {
         guard let expiresAt else { return false }
-        return expiresAt <= now
+        return expiresAt < now
     }
 
     /// The PUBLISH a subscriber receives: expiry counted down, its subscription identifiers added.

@@ -83,6 +83,7 @@ final class Session: @unchecked Sendable {
     private var expiryIntervalStorage: UInt32 = 0
     private var expiryTask: Scheduled<Void>?
     private var delayedWill: (message: ApplicationMessage, task: Scheduled<Void>)?
+    private var ended = false
 
     init(clientID: String, limits: Limits, statistics: BrokerStatistics, store: SQLiteBrokerStore? = nil) {
         self.clientID = clientID
@@ -167,6 +168,8 @@ final class Session: @unchecked Sendable {
             delayedWill = nil
             var packets: [MQTTPacket] = []
             var expired: [UInt16] = []
+            var overQuota: [Queued] = []
+            var resent = 0
             for (identifier, outgoing) in inflight {
                 switch outgoing.state {
                 case .published:
@@ -174,6 +177,22 @@ final class Session: @unchecked Sendable {
                         expired.append(identifier)
                         continue
                     }
+                    // The client may have lowered its receive maximum: the rest wait in the queue.
+                    guard resent < outlet.sendQuota else {
+                        overQuota.append(
+                            Queued(
+                                message: outgoing.message,
+                                qos: outgoing.qos,
+                                retain: outgoing.retain,
+                                subscriptionIdentifiers: outgoing.subscriptionIdentifiers,
+                                sharedGroup: outgoing.sharedGroup,
+                                packetIdentifier: identifier,
+                                dup: true
+                            )
+                        )
+                        continue
+                    }
+                    resent += 1
                     let publish = outgoing.message.publishPacket(
                         qos: outgoing.qos,
                         retain: outgoing.retain,
@@ -190,6 +209,12 @@ final class Session: @unchecked Sendable {
             for identifier in expired {
                 inflight.removeValue(forKey: identifier)
                 statistics.dropped(.expired)
+            }
+            for item in overQuota.reversed() {
+                inflight.removeValue(forKey: item.packetIdentifier!)
+                reservedIdentifiers.insert(item.packetIdentifier!)
+                queue.prepend(item)
+                queuedBytes += item.message.payload.readableBytes
             }
             outlet.send(packets)
             drainLocked(now: now)
@@ -208,6 +233,12 @@ final class Session: @unchecked Sendable {
     }
 
     var isConnected: Bool { lock.withLock { outlet != nil } }
+
+    /// Marks the session as over (expired, or replaced by a clean start).
+    func markEnded() { lock.withLock { ended = true } }
+
+    /// Whether the session is over; a connection that still refers to it learns so when it closes.
+    var hasEnded: Bool { lock.withLock { ended } }
 
     /// Closes the current connection, if any, telling a 5.0 client `reason`.
     func disconnectClient(reason: ReasonCode) {

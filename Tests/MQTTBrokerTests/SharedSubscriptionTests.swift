@@ -162,6 +162,59 @@ struct SharedSubscriptionTests {
     }
 }
 
+@Suite("Shared subscriptions with paho-mqtt")
+struct SharedSubscriptionPahoTests {
+    @Test("two paho-mqtt 5.0 members of a group share the messages paho publishes, each once")
+    func pahoMembers() async throws {
+        try await withSharedTestBroker { port in
+            let script = """
+                import sys, time, threading
+                import paho.mqtt.client as mqtt
+                from paho.mqtt.subscribeoptions import SubscribeOptions
+                port = int(sys.argv[1])
+                def make(name):
+                    if hasattr(mqtt, "CallbackAPIVersion"):
+                        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+                    return mqtt.Client(client_id=name, protocol=mqtt.MQTTv5)
+                received = {"a": [], "b": []}
+                subscribed = threading.Semaphore(0)
+                members = []
+                for name in ["a", "b"]:
+                    client = make("paho-" + name)
+                    client.on_message = lambda c, u, m, name=name: received[name].append(m.payload.decode())
+                    client.on_subscribe = lambda *args: subscribed.release()
+                    client.connect("127.0.0.1", port)
+                    client.loop_start()
+                    client.subscribe("$share/ingest/lprserver/cameras/+/detection", options=SubscribeOptions(qos=1))
+                    members.append(client)
+                for _ in members:
+                    subscribed.acquire(timeout=5)
+                camera = make("paho-camera")
+                camera.connect("127.0.0.1", port)
+                camera.loop_start()
+                for number in range(1, 21):
+                    camera.publish("lprserver/cameras/4/detection", str(number), qos=1).wait_for_publish(5)
+                deadline = time.time() + 5
+                while len(received["a"]) + len(received["b"]) < 20 and time.time() < deadline:
+                    time.sleep(0.05)
+                for client in members + [camera]:
+                    client.disconnect()
+                    client.loop_stop()
+                print(",".join(received["a"]))
+                print(",".join(received["b"]))
+                """
+            let result = try await runProgram("python3", ["-c", script, "\(port)"])
+            #expect(result.status == 0)
+            let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false).map { $0.split(separator: ",").map(String.init) }
+            try #require(lines.count >= 2)
+            let (first, second) = (lines[0], lines[1])
+            #expect(!first.isEmpty && !second.isEmpty, "both members should get messages: \(first) / \(second)")
+            #expect(Set(first).isDisjoint(with: second))
+            #expect((first + second).sorted { Int($0)! < Int($1)! } == (1...20).map(String.init))
+        }
+    }
+}
+
 @Suite("Topic aliases towards the client")
 struct OutgoingTopicAliasTests {
     @Test("a 5.0 client with a topic alias maximum gets the topic once, then the alias alone")

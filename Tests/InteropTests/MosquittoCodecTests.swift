@@ -1,7 +1,7 @@
+import DatabusTestSupport
 import Foundation
 import MQTTCore
 import NIOCore
-import DatabusTestSupport
 import Testing
 
 /// MQTTCore's encoder and decoder against a real mosquitto broker and real third-party clients.

@@ -16,14 +16,19 @@ public struct ChildProcess: Sendable {
     public let pid: pid_t
 
     /// Starts `program` (looked up on PATH) with `arguments`; standard output goes to
-    /// `outputPath` when given, standard error and output otherwise to /dev/null.
-    public static func spawn(_ program: String, _ arguments: [String], outputPath: String? = nil) throws -> ChildProcess {
+    /// `outputPath` and standard error to `errorPath` when given, otherwise to /dev/null.
+    public static func spawn(_ program: String, _ arguments: [String], outputPath: String? = nil, errorPath: String? = nil) throws -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        // Nothing else of the test process goes to the child: NIO's sockets are not all
+        // close-on-exec, and a listening or connected socket kept open by a child (mosquitto,
+        // mosquitto_sub, ...) holds its port, or keeps a connection from closing, for the
+        // child's lifetime, breaking tests that run in parallel.
+        closeInheritedDescriptors(&actions)
 
         // The test runner blocks signals on its threads; a child inherits that mask and would
         // then ignore SIGTERM. Start it with an empty mask and default signal handling.
@@ -45,6 +50,25 @@ public struct ChildProcess: Sendable {
         let result = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
         guard result == 0 else { throw InteropError("could not start \(program): \(String(cString: strerror(result)))") }
         return ChildProcess(pid: pid)
+    }
+
+    /// Asks the spawn to close every descriptor from 3 up in the child, with glibc's
+    /// `posix_spawn_file_actions_addclosefrom_np` (2.34+; Swift's Glibc module does not import
+    /// it). Elsewhere, marks the parent's descriptors close-on-exec instead.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        #if canImport(Glibc)
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        // dlsym(RTLD_DEFAULT, ...): RTLD_DEFAULT is a null handle in glibc.
+        if let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+            return
+        }
+        #endif
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/dev/fd")) ?? [] {
+            guard let descriptor = Int32(name), descriptor > 2 else { continue }
+            let flags = fcntl(descriptor, F_GETFD)
+            if flags >= 0 { _ = fcntl(descriptor, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     /// Whether the process is still running (and not yet reaped).

@@ -21,6 +21,8 @@ public final class Mosquitto: @unchecked Sendable {
     }
 
     private var configurationPath: String { directory.appendingPathComponent("mosquitto.conf").path }
+    /// mosquitto's standard error, where `log_dest stderr` sends its log.
+    private var logPath: String { directory.appendingPathComponent("mosquitto.log").path }
 
     /// Starts mosquitto with `allow_anonymous true` and any extra configuration lines.
     public static func start(extraConfiguration: String = "") async throws -> Mosquitto {
@@ -46,19 +48,26 @@ public final class Mosquitto: @unchecked Sendable {
             """.write(to: configuration, atomically: true, encoding: .utf8)
             try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: configuration.path)
 
-            let process = try ChildProcess.spawn(executable, ["-c", configuration.path])
+            let process = try ChildProcess.spawn(
+                executable,
+                ["-c", configuration.path],
+                errorPath: directory.appendingPathComponent("mosquitto.log").path
+            )
             let broker = Mosquitto(port: port, process: process, directory: directory, executable: executable)
             if await broker.waitUntilListening() { return broker }
             // Another process took the port first: try another one in the same folder.
             if process.isRunning { await process.terminate() }
         }
+        let log = (try? String(contentsOf: directory.appendingPathComponent("mosquitto.log"), encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(at: directory)
-        throw InteropError("mosquitto did not start listening")
+        throw InteropError("mosquitto did not start listening; its log ends: \(log.split(separator: "\n").suffix(5).joined(separator: " | "))")
     }
 
     /// Waits until this mosquitto process (not another one that holds the same port) listens.
     private func waitUntilListening() async -> Bool {
-        for _ in 0..<100 {
+        // Generous: with every test suite starting brokers at once, mosquitto can be slow to start.
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline {
             guard process.isRunning else { return false }
             switch Self.processListens(pid: process.pid, port: port) {
             case true?:
@@ -119,7 +128,7 @@ public final class Mosquitto: @unchecked Sendable {
     public func restart() async throws {
         if process.isRunning { await process.terminate() }
         for _ in 0..<20 {
-            let process = try ChildProcess.spawn(executable, ["-c", configurationPath])
+            let process = try ChildProcess.spawn(executable, ["-c", configurationPath], errorPath: logPath)
             processBox.withLockedValue { $0 = process }
             if await waitUntilListening() { return }
             // The port may still be held for a moment after the previous process died.
@@ -147,15 +156,34 @@ public final class Mosquitto: @unchecked Sendable {
     /// Ports handed out by ``freePort()`` in this process, never handed out twice.
     private static let handedOut = NIOLockedValueBox<Set<Int>>([])
 
-    /// A TCP port on 127.0.0.1 that was free a moment ago and that no other test of this
-    /// process was given (tests run in parallel).
+    /// A TCP port on 127.0.0.1 that is free now and that no other test of this process was given.
+    ///
+    /// Chosen below the kernel's ephemeral range when it can be, so that no `bind(port: 0)`
+    /// or outgoing connection of a test running in parallel can take it before mosquitto binds it.
     public static func freePort() async throws -> Int {
-        for _ in 0..<50 {
-            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .bind(host: "127.0.0.1", port: 0).get()
-            let port = channel.localAddress?.port ?? 0
-            try await channel.close()
-            if handedOut.withLockedValue({ $0.insert(port).inserted }) { return port }
+        let ephemeralStart =
+            (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32_768
+        let range = 10_000..<max(10_001, min(ephemeralStart, 65_536))
+        for attempt in 0..<200 {
+            let candidate: Int
+            if range.count > 1_000 {
+                candidate = Int.random(in: range)
+                guard handedOut.withLockedValue({ !$0.contains(candidate) }) else { continue }
+                // Free now? Bind it once to see.
+                guard
+                    let channel = try? await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .bind(host: "127.0.0.1", port: candidate).get()
+                else { continue }
+                try await channel.close()
+            } else {
+                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(host: "127.0.0.1", port: 0).get()
+                candidate = channel.localAddress?.port ?? 0
+                try await channel.close()
+            }
+            if handedOut.withLockedValue({ $0.insert(candidate).inserted }) { return candidate }
+            _ = attempt
         }
         throw InteropError("no free port that was not handed out before")
     }

@@ -132,7 +132,7 @@ struct OutboxTests {
                     #expect(waiting.messages == 50)
                     try await camera.connect()
                     let beforeRestart = try await collect(detections, count: 50)
-                    #expect(beforeRestart.map(\.payloadString) == (0..<50).map(String.init))
+                    expectNumbered(beforeRestart.map(\.payloadString), 0..<50)
 
                     // The broker goes away (and saves its sessions); the camera keeps publishing.
                     let cameraStates = camera.states

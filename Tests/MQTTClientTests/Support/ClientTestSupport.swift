@@ -107,3 +107,16 @@ actor Counter {
     func append(_ value: Int) { values.append(value) }
     var count: Int { values.count }
 }
+
+/// Records an issue unless `payloads` are the numbers of `expected` in order; on a mismatch it
+/// names the first difference instead of printing thousands of payloads.
+func expectNumbered(_ payloads: [String], _ expected: Range<Int>, sourceLocation: SourceLocation = #_sourceLocation) {
+    let wanted = expected.map(String.init)
+    guard payloads != wanted else { return }
+    let firstDifference = Array(zip(payloads, wanted)).firstIndex { $0 != $1 } ?? min(payloads.count, wanted.count)
+    let context = payloads[max(0, firstDifference - 3)..<min(payloads.count, firstDifference + 5)]
+    Issue.record(
+        "\(payloads.count) payloads, expected \(wanted.count); first difference at \(firstDifference): \(Array(context))",
+        sourceLocation: sourceLocation
+    )
+}

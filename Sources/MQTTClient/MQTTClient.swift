@@ -10,8 +10,8 @@ import NIOPosix
 /// var configuration = MQTTClient.Configuration(host: "broker.local", clientIdentifier: "camera-17")
 /// configuration.sessionExpiry = .seconds(3600)
 /// let client = MQTTClient(configuration: configuration)
-/// let commands = try await client.subscribe(to: "lprserver/cameras/17/command", qos: .atLeastOnce)
 /// try await client.connect()
+/// let commands = try await client.subscribe(to: "lprserver/cameras/17/command", qos: .atLeastOnce)
 /// try await client.publish(topic: "lprserver/cameras/17/status", payload: "online", qos: .atLeastOnce, retain: true)
 /// for await command in commands { ... }
 /// ```
@@ -20,7 +20,7 @@ import NIOPosix
 /// re-established by the ``Configuration/reconnect`` policy. As a `Service` in a
 /// `ServiceGroup`, ``run()`` keeps trying from the start and disconnects on graceful shutdown.
 /// Messages published while disconnected wait in the outbox and are sent in order when the
-/// connection returns.
+/// connection returns; a `subscribe` made while disconnected waits for the connection too.
 public actor MQTTClient {
     /// The configuration the client was made with.
     public nonisolated let configuration: Configuration

@@ -17,7 +17,6 @@ public struct CodecConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(version: version)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(version: version)))
                     try channel.pipeline.syncOperations.addHandler(InboxHandler(inbox: inbox))
                 }
             }
@@ -26,7 +25,19 @@ public struct CodecConnection: Sendable {
     }
 
     public func send(_ packet: MQTTPacket) async throws {
-        try await channel.writeAndFlush(packet)
+        try await send([packet])
+    }
+
+    /// Encodes `packets` and writes them in one write, so they reach the peer together.
+    public func send(_ packets: [MQTTPacket]) async throws {
+        var buffer = channel.allocator.buffer(capacity: 64)
+        for packet in packets { try packet.write(to: &buffer, version: version) }
+        try await channel.writeAndFlush(buffer)
+    }
+
+    /// Writes `bytes` exactly as given, in one write (malformed packets included).
+    public func send(bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     }
 
     /// The next packet from the peer; throws after `seconds` without one, or when the connection has closed.

@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 
 /// A real mosquitto broker on 127.0.0.1, started for one test and stopped by PID.
-public final class Mosquitto: @unchecked Sendable {
+public final class Mosquitto: TestBroker, @unchecked Sendable {
     public let port: Int
     private let processBox: NIOLockedValueBox<ChildProcess>
     /// The broker's own folder (configuration file); removed by ``stop()``.
@@ -65,50 +65,7 @@ public final class Mosquitto: @unchecked Sendable {
 
     /// Waits until this mosquitto process (not another one that holds the same port) listens.
     private func waitUntilListening() async -> Bool {
-        // Generous: with every test suite starting brokers at once, mosquitto can be slow to start.
-        let deadline = ContinuousClock.now + .seconds(15)
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else { return false }
-            switch Self.processListens(pid: process.pid, port: port) {
-            case true?:
-                return true
-            case false?:
-                break
-            case nil:
-                // No /proc: a connection that succeeds, from a process still alive a moment later.
-                if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connect(host: "127.0.0.1", port: port).get()
-                {
-                    try? await channel.close()
-                    try? await Task.sleep(for: .milliseconds(100))
-                    return process.isRunning
-                }
-            }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return false
-    }
-
-    /// Whether process `pid` holds a socket listening on 127.0.0.1:`port`, read from /proc;
-    /// `nil` where there is no /proc.
-    private static func processListens(pid: pid_t, port: Int) -> Bool? {
-        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
-        let local = "0100007F:" + String(format: "%04X", port)
-        var inodes: Set<String> = []
-        for line in table.split(separator: "\n").dropFirst() {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            guard fields.count > 9, fields[1] == local, fields[3] == "0A" else { continue }
-            inodes.insert(String(fields[9]))
-        }
-        guard !inodes.isEmpty else { return false }
-        let fdDirectory = "/proc/\(pid)/fd"
-        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: fdDirectory) else { return false }
-        for descriptor in descriptors {
-            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDirectory)/\(descriptor)") else { continue }
-            if target.hasPrefix("socket:["), inodes.contains(String(target.dropFirst(8).dropLast())) { return true }
-        }
-        return false
+        await DatabusTestSupport.waitUntilListening(process: process, port: port)
     }
 
     /// Stops mosquitto by its PID and removes its folder.

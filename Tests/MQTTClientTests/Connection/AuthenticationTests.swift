@@ -5,7 +5,7 @@ import NIOCore
 import Testing
 
 /// User name and password against mosquitto's password file.
-@Suite("Authentication against mosquitto", .serialized)
+@Suite("Authentication against mosquitto", .serialized, .timeLimit(.minutes(2)))
 struct AuthenticationTests {
     /// Starts mosquitto that accepts only `camera-17` / `s3cret` from its password file.
     static func withPasswordBroker(_ body: (Mosquitto) async throws -> Void) async throws {

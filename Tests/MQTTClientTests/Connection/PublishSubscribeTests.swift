@@ -5,7 +5,7 @@ import NIOCore
 import Testing
 
 /// Publish, subscribe, retained messages, wills and large payloads against a real mosquitto.
-@Suite("Publish and subscribe against mosquitto", .serialized)
+@Suite("Publish and subscribe against mosquitto", .serialized, .timeLimit(.minutes(2)))
 struct PublishSubscribeTests {
     static let versions: [MQTTProtocolVersion] = [.v3_1_1, .v5]
 

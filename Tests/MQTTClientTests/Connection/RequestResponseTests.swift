@@ -5,7 +5,7 @@ import NIOCore
 import Testing
 
 /// MQTT 5 request/response: response topic and correlation data, against mosquitto.
-@Suite("Request/response against mosquitto", .serialized)
+@Suite("Request/response against mosquitto", .serialized, .timeLimit(.minutes(2)))
 struct RequestResponseTests {
     @Test("concurrent requests each get their own reply from the responder")
     func requestsGetTheirReplies() async throws {

@@ -7,7 +7,7 @@ import ServiceLifecycle
 import Testing
 
 /// The client as a swift-service-lifecycle `Service`.
-@Suite("Client as a Service", .serialized)
+@Suite("Client as a Service", .serialized, .timeLimit(.minutes(2)))
 struct ServiceTests {
     @Test("in a ServiceGroup the client connects, and graceful shutdown disconnects it cleanly")
     func serviceGroup() async throws {

@@ -70,7 +70,7 @@ actor CertificateFixtures {
 }
 
 /// TLS and mutual TLS against mosquitto with certificates made by openssl.
-@Suite("TLS against mosquitto", .serialized)
+@Suite("TLS against mosquitto", .serialized, .timeLimit(.minutes(2)))
 struct TLSTests {
     static func withTLSBroker(misnamed: Bool = false, _ body: (Mosquitto, CertificateFixtures.Files) async throws -> Void) async throws {
         let files = try await CertificateFixtures.shared.make()

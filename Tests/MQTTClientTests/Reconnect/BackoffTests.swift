@@ -6,7 +6,7 @@ import Testing
 @testable import MQTTClient
 
 /// Reconnect backoff, timed by a manual clock so nothing waits for real time.
-@Suite("Reconnect backoff", .serialized)
+@Suite("Reconnect backoff", .serialized, .timeLimit(.minutes(2)))
 struct BackoffTests {
     /// A configuration for a port where nothing listens: every attempt is refused at once.
     static func unreachable(_ policy: ReconnectPolicy) async throws -> MQTTClient.Configuration {

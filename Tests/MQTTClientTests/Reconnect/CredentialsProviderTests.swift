@@ -46,7 +46,7 @@ final class TokenAuthority: Sendable {
     static func token(_ generation: Int) -> String { "jwt-\(generation)-\(generation * 7919)" }
 }
 
-@Suite("Credentials provider", .serialized)
+@Suite("Credentials provider", .serialized, .timeLimit(.minutes(2)))
 struct CredentialsProviderTests {
     @Test("the provider is called before every connection attempt, so an expired token is never reused")
     func freshCredentialsOnEveryReconnect() async throws {

@@ -5,7 +5,7 @@ import Testing
 @testable import MQTTClient
 
 /// The session state machine driven directly, without a connection.
-@Suite("Client session state machine")
+@Suite("Client session state machine", .timeLimit(.minutes(2)))
 struct ClientSessionTests {
     static func session(version: MQTTProtocolVersion = .v5, outbox: OutboxConfiguration = OutboxConfiguration()) -> ClientSession {
         ClientSession(version: version, receiveMaximum: 10, topicAliasMaximum: 4, outbox: outbox)

@@ -18,7 +18,7 @@ final class RecordingPersistence: OutboxPersistence {
 
 /// The outbox: order, limits, overflow policies, persistence calls; and against mosquitto,
 /// messages published while disconnected.
-@Suite("Outbox", .serialized)
+@Suite("Outbox", .serialized, .timeLimit(.minutes(2)))
 struct OutboxTests {
     static func append(
         _ outbox: inout Outbox,

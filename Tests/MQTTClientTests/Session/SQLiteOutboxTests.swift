@@ -7,7 +7,7 @@ import Testing
 
 /// The SQLite outbox: what it stores comes back after a restart, and a client started on it
 /// sends what an earlier client left.
-@Suite("SQLite outbox", .serialized)
+@Suite("SQLite outbox", .serialized, .timeLimit(.minutes(2)))
 struct SQLiteOutboxTests {
     @Test("entries come back from the file with topic, payload, QoS, retain, properties and state")
     func roundTrip() throws {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MQTTClient
 import MQTTCore
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -45,18 +46,50 @@ func withClient<T>(
 }
 
 /// Runs `body` and throws when it takes longer than `timeout` (a safety net, never an assertion on time).
+///
+/// On timeout `body` is cancelled and the call returns at once, even if `body` ignores the
+/// cancellation: a test fails instead of hanging.
 func withDeadline<T: Sendable>(_ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
+    let outcome = AsyncOutcome<T>()
+    let work = Task {
+        do {
+            outcome.complete(.success(try await body()))
+        } catch {
+            outcome.complete(.failure(error))
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw InteropError("\(what): nothing after \(timeout)")
+    }
+    let timer = Task {
+        try await Task.sleep(for: timeout)
+        outcome.complete(.failure(InteropError("\(what): nothing after \(timeout)")))
+        work.cancel()
+    }
+    defer { timer.cancel() }
+    return try await outcome.value()
+}
+
+/// A result that arrives once, from whichever task is first.
+final class AsyncOutcome<T: Sendable>: Sendable {
+    private let state = NIOLockedValueBox<(result: Result<T, any Error>?, waiter: CheckedContinuation<T, any Error>?)>((nil, nil))
+
+    func complete(_ result: Result<T, any Error>) {
+        let waiter: CheckedContinuation<T, any Error>? = state.withLockedValue { state in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
         }
-        return value
+        waiter?.resume(with: result)
+    }
+
+    func value() async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<T, any Error>? = state.withLockedValue { state in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
     }
 }
 

@@ -11,6 +11,21 @@ public struct ConnectRequest: Sendable {
     public var listener: BrokerConfiguration.Listener
     public var remoteAddress: SocketAddress?
     public var properties: Properties
+    /// The verified client certificate on a TLS listener that asked for one.
+    public var clientCertificate: ClientCertificateIdentity?
+}
+
+/// Who a verified client certificate names.
+public struct ClientCertificateIdentity: Sendable, Hashable {
+    /// The subject's common name (CN), the username with `use_identity_as_username`.
+    public var commonName: String?
+    /// The whole subject in RFC 2253 form (`CN=cam-7,O=Acme`), with `use_subject_as_username`.
+    public var subject: String
+
+    public init(commonName: String?, subject: String) {
+        self.commonName = commonName
+        self.subject = subject
+    }
 }
 
 /// An authenticator's decision.

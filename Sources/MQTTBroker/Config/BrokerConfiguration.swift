@@ -13,6 +13,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
         public var maxConnections: Int = -1
         /// Per-listener `allow_anonymous` when `per_listener_settings true`.
         public var allowAnonymous: Bool?
+        /// TLS keys that follow this `listener` line.
+        public var tls = TLSSettings()
+        /// Password file, ACL and JWT of this listener when `per_listener_settings true`.
+        public var security = SecuritySettings()
 
         public init(port: Int, address: String? = nil) {
             self.port = port
@@ -35,6 +39,8 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     public var listeners: [Listener] = []
     public var perListenerSettings = false
+    /// Password file, ACL and JWT for every listener (unless `per_listener_settings true`).
+    public var security = SecuritySettings()
     /// mosquitto 2 refuses anonymous clients once a configuration file defines listeners.
     public var allowAnonymous = false
     /// QoS 1/2 messages in flight to one client; also our receive maximum (0 = 65,535).
@@ -82,6 +88,11 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// Whether anonymous clients may connect through `listener`.
     func allowsAnonymous(on listener: Listener) -> Bool {
         perListenerSettings ? (listener.allowAnonymous ?? false) : allowAnonymous
+    }
+
+    /// The password file, ACL and JWT settings that apply to clients of `listener`.
+    public func security(on listener: Listener) -> SecuritySettings {
+        perListenerSettings ? listener.security : security
     }
 
     /// The largest whole packet the decoder accepts.

@@ -9,16 +9,14 @@ import Foundation
 public enum MosquittoConfigParser {
     /// Keys mosquitto knows that we do not implement yet; refused with a clear message.
     static let notYetSupported: Set<String> = [
-        "password_file", "acl_file", "cafile", "capath", "certfile", "keyfile", "require_certificate",
-        "use_identity_as_username", "use_subject_as_username", "tls_version", "ciphers", "ciphers_tls1.3", "crlfile",
         "psk_file", "psk_hint", "auth_plugin", "plugin", "auth_opt", "bridge", "connection", "address", "topic",
         "protocol", "mount_point", "websockets_log_level", "http_dir", "socket_domain", "bind_interface",
         "queue_qos0_messages", "max_inflight_bytes", "upgrade_outgoing_qos", "allow_duplicate_messages",
         "check_retain_source", "autosave_interval", "autosave_on_changes", "persistence_file", "pid_file", "user",
         "retry_interval", "store_clean_interval", "log_facility", "log_timestamp", "log_timestamp_format",
         "connection_messages", "clientid_prefixes", "use_username_as_clientid", "listener_allow_anonymous",
-        "listener_auto_id_prefix", "jwt_keyfile", "jwt_jwksfile", "jwt_algorithms", "jwt_audience", "jwt_issuer",
-        "jwt_username_claim", "jwt_clock_skew",
+        "listener_auto_id_prefix", "certfile_pkcs11", "keyform", "dhparamfile", "tls_engine", "tls_engine_kpass_sha1",
+        "tls_keyform",
     ]
 
     /// Parses the file at `path` (and any `include_dir` it names).
@@ -26,6 +24,7 @@ public enum MosquittoConfigParser {
         var configuration = BrokerConfiguration()
         var state = ParseState()
         try parseFile(path, into: &configuration, state: &state)
+        try finish(&configuration, state: state, file: path)
         return configuration
     }
 
@@ -34,11 +33,17 @@ public enum MosquittoConfigParser {
         var configuration = BrokerConfiguration()
         var state = ParseState()
         try parseText(text, file: file, into: &configuration, state: &state)
+        try finish(&configuration, state: state, file: file)
         return configuration
     }
 
     struct ParseState {
         var currentListener: Int?
+        /// Whether a `port` line made the default listener (index 0).
+        var sawPort = false
+        /// TLS keys given before any `listener` line: they belong to the default listener.
+        var defaultTLS: TLSSettings?
+        var defaultTLSLine: (file: String, line: Int)?
         var includeDepth = 0
         var sawLogDest = false
         var sawLogTypes = false
@@ -129,6 +134,7 @@ public enum MosquittoConfigParser {
             let port = try line.int(in: 0...65_535)
             configuration.listeners.insert(.init(port: port), at: 0)
             state.currentListener = state.currentListener.map { $0 + 1 }
+            state.sawPort = true
         case "max_connections":
             let value = try line.int(in: -1...Int(Int32.max))
             if let current = state.currentListener {
@@ -200,6 +206,23 @@ public enum MosquittoConfigParser {
                 throw line.error("expects a port (0-65535) and optionally an address")
             }
             configuration.metricsListener = .init(port: port, address: line.values.count == 2 ? line.values[1] : nil)
+        case "cafile", "capath", "certfile", "keyfile", "require_certificate", "use_identity_as_username",
+            "use_subject_as_username", "tls_version", "ciphers", "ciphers_tls1.3", "crlfile":
+            if let current = state.currentListener {
+                try applyTLS(line, to: &configuration.listeners[current].tls)
+            } else {
+                var settings = state.defaultTLS ?? TLSSettings()
+                try applyTLS(line, to: &settings)
+                state.defaultTLS = settings
+                state.defaultTLSLine = (line.file, line.line)
+            }
+        case "password_file", "acl_file", "jwt_keyfile", "jwt_jwksfile", "jwt_algorithms", "jwt_audience", "jwt_issuer",
+            "jwt_username_claim", "jwt_clock_skew":
+            if configuration.perListenerSettings, let current = state.currentListener {
+                try applySecurity(line, to: &configuration.listeners[current].security)
+            } else {
+                try applySecurity(line, to: &configuration.security)
+            }
         case "include_dir":
             let folder = line.rest
             guard state.includeDepth < 8 else { throw line.error("include_dir nested too deeply") }
@@ -218,6 +241,99 @@ public enum MosquittoConfigParser {
             }
             throw line.error("unknown configuration key")
         }
+    }
+
+    /// Checks what only the whole file can tell.
+    private static func finish(
+        _ configuration: inout BrokerConfiguration,
+        state: ParseState,
+        file: String
+    ) throws(ConfigurationError) {
+        if let tls = state.defaultTLS, let where_ = state.defaultTLSLine {
+            guard state.sawPort else {
+                throw ConfigurationError(
+                    file: where_.file,
+                    line: where_.line,
+                    key: nil,
+                    message: "TLS settings must follow a listener (or port) line"
+                )
+            }
+            configuration.listeners[0].tls = tls
+        }
+        for listener in configuration.listeners where listener.tls != TLSSettings() {
+            let tls = listener.tls
+            let name = "listener \(listener.port)"
+            if tls.certFile == nil || tls.keyFile == nil {
+                throw ConfigurationError(file: file, line: 0, key: nil, message: "\(name): TLS needs both certfile and keyfile")
+            }
+            if (tls.requireCertificate || tls.useIdentityAsUsername || tls.useSubjectAsUsername || tls.crlFile != nil)
+                && tls.caFile == nil && tls.caPath == nil
+            {
+                throw ConfigurationError(
+                    file: file,
+                    line: 0,
+                    key: nil,
+                    message: "\(name): client certificates need cafile or capath"
+                )
+            }
+        }
+    }
+
+    private static func applyTLS(_ line: LineContext, to tls: inout TLSSettings) throws(ConfigurationError) {
+        func path() throws(ConfigurationError) -> String {
+            guard !line.rest.isEmpty else { throw line.error("expects a path") }
+            return line.rest
+        }
+        switch line.key {
+        case "cafile": tls.caFile = try path()
+        case "capath": tls.caPath = try path()
+        case "certfile": tls.certFile = try path()
+        case "keyfile": tls.keyFile = try path()
+        case "crlfile": tls.crlFile = try path()
+        case "require_certificate": tls.requireCertificate = try line.bool()
+        case "use_identity_as_username": tls.useIdentityAsUsername = try line.bool()
+        case "use_subject_as_username": tls.useSubjectAsUsername = try line.bool()
+        case "ciphers": tls.ciphers = try line.single()
+        case "ciphers_tls1.3": tls.ciphersTLS13 = try line.single()
+        case "tls_version":
+            let text = try line.single()
+            guard let version = TLSSettings.Version(rawValue: text) else {
+                throw line.error("expects tlsv1.3, tlsv1.2 or tlsv1.1, not \"\(text)\"")
+            }
+            tls.minimumVersion = version
+        default: throw line.error("unknown TLS key")
+        }
+    }
+
+    private static func applySecurity(_ line: LineContext, to security: inout SecuritySettings) throws(ConfigurationError) {
+        func path() throws(ConfigurationError) -> String {
+            guard !line.rest.isEmpty else { throw line.error("expects a path") }
+            return line.rest
+        }
+        var jwt = security.jwt ?? JWTSettings()
+        switch line.key {
+        case "password_file":
+            security.passwordFile = try path()
+            return
+        case "acl_file":
+            security.aclFile = try path()
+            return
+        case "jwt_keyfile": jwt.keyFiles.append(try path())
+        case "jwt_jwksfile": jwt.jwksFile = try path()
+        case "jwt_algorithms":
+            let names = line.values.flatMap { $0.split(separator: ",") }.map { $0.uppercased() }
+            guard !names.isEmpty else { throw line.error("expects one or more of ES256, RS256, HS256") }
+            for name in names where !["ES256", "RS256", "HS256"].contains(name) {
+                throw line.error("algorithm \"\(name)\" is not accepted; use ES256, RS256 or HS256")
+            }
+            jwt.algorithms = names
+        case "jwt_audience": jwt.audience = try line.single()
+        case "jwt_issuer": jwt.issuer = try line.single()
+        case "jwt_username_claim": jwt.usernameClaim = try line.single()
+        case "jwt_clock_skew": jwt.clockSkew = try line.int(in: 0...86_400)
+        default: throw line.error("unknown security key")
+        }
+        security.jwt = jwt
     }
 
     /// mosquitto's `persistent_client_expiration` syntax: a number and h, d, w, m or y.

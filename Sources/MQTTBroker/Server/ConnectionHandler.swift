@@ -166,7 +166,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             protocolVersion: version,
             listener: listener,
             remoteAddress: context.remoteAddress,
-            properties: connect.properties
+            properties: connect.properties,
+            clientCertificate: nil
         )
         guard let authenticator = core.authenticator else {
             let result: AuthenticationResult =

@@ -1,0 +1,1 @@
+// Tests of the certificate, password-file and load-generator tools.

@@ -40,6 +40,8 @@ struct BrokerCommand: AsyncParsableCommand {
         let configuration: BrokerConfiguration
         do {
             configuration = try loadConfiguration()
+            // Password files, ACLs and JWT keys are read now, so a broken one stops us here.
+            try await MQTTBroker.checkSecurityFiles(configuration)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             throw ExitCode.failure
@@ -65,7 +67,7 @@ struct BrokerCommand: AsyncParsableCommand {
                 }
                 do {
                     let reloaded = try loadConfiguration()
-                    broker.reload(reloaded)
+                    try await broker.reload(reloaded)
                     BrokerLogging.setLevel(for: reloaded.logTypes)
                 } catch {
                     logger.error("SIGHUP: keeping the current configuration: \(error)")

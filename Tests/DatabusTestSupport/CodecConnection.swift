@@ -11,9 +11,14 @@ public struct CodecConnection: Sendable {
     private let inbox: PacketInbox
     public let version: MQTTProtocolVersion
 
-    public static func connect(port: Int, version: MQTTProtocolVersion) async throws -> CodecConnection {
+    /// Connects to 127.0.0.1:`port`, from `sourceAddress` when given (any 127.x.y.z works on
+    /// Linux's loopback, so a test can play clients on different addresses).
+    public static func connect(port: Int, version: MQTTProtocolVersion, from sourceAddress: String? = nil) async throws -> CodecConnection {
         let inbox = PacketInbox()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let sourceAddress { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: sourceAddress, port: 0)) }
+        let channel =
+            try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(version: version)))

@@ -61,6 +61,18 @@ final class BrokerMetrics: Sendable {
                 value: count.load(ordering: .relaxed)
             )
         }
+        counter(
+            "databus_authentication_failures_total",
+            [],
+            "CONNECTs refused for their credentials",
+            value: statistics.authenticationFailures.load(ordering: .relaxed)
+        )
+        counter(
+            "databus_connects_throttled_total",
+            [],
+            "CONNACKs delayed because the address kept failing to log in",
+            value: statistics.throttledConnects.load(ordering: .relaxed)
+        )
         for (reason, count) in statistics.refusals {
             let value = count.load(ordering: .relaxed)
             guard value > 0 else { continue }

@@ -19,6 +19,8 @@ enum DropReason: String, CaseIterable, Sendable {
     case noSharedMember = "no_shared_member"
     /// A field did not fit the subscriber's protocol.
     case encodingFailed = "encoding_failed"
+    /// The ACL does not let the publisher write, or the subscriber read, the topic.
+    case notAuthorized = "not_authorized"
 }
 
 /// Counters the broker keeps for `$SYS` and `/metrics`: relaxed atomics shared by every event loop.
@@ -33,6 +35,10 @@ final class BrokerStatistics: Sendable {
     let bytesSent = ManagedAtomic<Int>(0)
     let clientsConnected = ManagedAtomic<Int>(0)
     let clientsMaximum = ManagedAtomic<Int>(0)
+    /// CONNECTs refused for their credentials (password, JWT, certificate identity).
+    let authenticationFailures = ManagedAtomic<Int>(0)
+    /// CONNACKs held back because their address kept failing to log in.
+    let throttledConnects = ManagedAtomic<Int>(0)
 
     @inline(__always) func received(_ qos: QoS) { received[Int(qos.rawValue)].wrappingIncrement(ordering: .relaxed) }
     @inline(__always) func sent(_ qos: QoS) { sent[Int(qos.rawValue)].wrappingIncrement(ordering: .relaxed) }

@@ -14,6 +14,11 @@ final class BrokerCore: Sendable {
     var configuration: BrokerConfiguration { configurationBox.withLockedValue { $0 } }
     let logger: Logger
     let authenticator: (any Authenticator)?
+    /// Password files, ACLs and JWT keys in force; replaced whole on reload.
+    private let policyBox = NIOLockedValueBox<SecurityPolicy>(.open)
+    /// Read on every message: whether any ACL must be consulted.
+    private let aclActive = ManagedAtomic<Bool>(false)
+    let loginThrottle = LoginThrottle()
     let router = SubscriptionRouter()
     let retained = RetainedMessageStore()
     let statistics = BrokerStatistics()
@@ -44,6 +49,27 @@ final class BrokerCore: Sendable {
             maxQueuedBytes: configuration.maxQueuedBytes
         )
     }
+
+    var policy: SecurityPolicy { policyBox.withLockedValue { $0 } }
+
+    /// Puts `policy` in force: new connections use it, and every session's access is
+    /// recomputed from the ACL for the user it last logged in as.
+    func apply(_ policy: SecurityPolicy) {
+        policyBox.withLockedValue { $0 = policy }
+        aclActive.store(policy.hasACL, ordering: .relaxed)
+        let configuration = self.configuration
+        for session in sessions.withLockedValue({ Array($0.values) }) {
+            guard let identity = session.identity else { continue }
+            // The listener as the new configuration has it (its per-listener settings may have changed).
+            let listener =
+                configuration.listeners.first { $0.port == identity.listener.port && $0.address == identity.listener.address }
+                ?? identity.listener
+            session.access = policy.access(on: listener, configuration, username: identity.username, clientID: session.clientID)
+        }
+    }
+
+    /// Whether ACLs are in force, so messages must be checked.
+    var checksAccess: Bool { aclActive.load(ordering: .relaxed) }
 
     /// The receive maximum we announce: how many QoS 2 messages a client may leave unreleased.
     var receiveMaximum: Int { sessionLimits.maxInflight }
@@ -99,7 +125,12 @@ final class BrokerCore: Sendable {
     }
 
     private func prepare(_ message: ApplicationMessage) -> ([PreparedDelivery], [StoreOperation]) {
-        let deliveries = router.deliveries(for: message)
+        var deliveries = router.deliveries(for: message)
+        if aclActive.load(ordering: .relaxed) {
+            let before = deliveries.count
+            deliveries.removeAll { !$0.session.mayRead(message.topic) }
+            for _ in deliveries.count..<before { statistics.dropped(.notAuthorized) }
+        }
         var operations: [StoreOperation] = []
         let store = self.store
         if store != nil && message.retain && retainAvailable.load(ordering: .relaxed) && !message.topic.hasPrefix("$SYS") {
@@ -151,6 +182,10 @@ final class BrokerCore: Sendable {
         for item in messages {
             guard let member = router.alternate(in: item.group, excluding: session) else {
                 statistics.dropped(.noSharedMember)
+                continue
+            }
+            if aclActive.load(ordering: .relaxed) && !member.session.mayRead(item.message.topic) {
+                statistics.dropped(.notAuthorized)
                 continue
             }
             member.session.deliver(
@@ -223,7 +258,7 @@ final class BrokerCore: Sendable {
     /// Applies a re-read configuration: limits and behaviour for new connections, queue limits
     /// for existing sessions. Listeners and persistence need a restart.
     /// - Returns: the settings that changed but need a restart to take effect.
-    func reload(_ new: BrokerConfiguration) -> [String] {
+    func reload(_ new: BrokerConfiguration, policy: SecurityPolicy) -> [String] {
         let old = configuration
         var ignored: [String] = []
         var applied = new
@@ -248,6 +283,7 @@ final class BrokerCore: Sendable {
         retainAvailable.store(applied.retainAvailable, ordering: .relaxed)
         let limits = sessionLimits
         for session in sessions.withLockedValue({ Array($0.values) }) { session.updateLimits(limits) }
+        apply(policy)
         return ignored
     }
 

@@ -169,33 +169,77 @@ final class ConnectionHandler: ChannelInboundHandler {
             properties: connect.properties,
             clientCertificate: nil
         )
-        guard let authenticator = core.authenticator else {
+        let decided = Decided(connect: connect, clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive)
+        state = .authenticating(pending: [])
+        let policy = core.policy
+        let configuration = self.configuration
+        let decide: (@Sendable () async -> AuthenticationResult)?
+        if let authenticator = core.authenticator {
+            decide = { await authenticator.authenticate(request) }
+        } else if policy.needsCredentialsCheck(on: listener, configuration) {
+            decide = { await policy.authenticate(request, configuration: configuration) }
+        } else {
+            decide = nil
+        }
+        guard let decide else {
+            // Nothing to hash or verify: decide on the loop, without a task.
             let result: AuthenticationResult =
                 configuration.allowsAnonymous(on: listener)
                 ? .accepted(username: connect.username, method: "anonymous")
                 : .refused(.notAuthorized, why: "anonymous clients are not allowed and no authentication is configured")
-            return finishConnect(connect, clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive, result: result, context: context)
+            return conclude(decided, result: result, context: context)
         }
-        state = .authenticating(pending: [])
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let decided = (clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive)
-        context.eventLoop.makeFutureWithTask { await authenticator.authenticate(request) }.whenSuccess { result in
+        context.eventLoop.makeFutureWithTask { await decide() }.whenSuccess { result in
             let (handler, context) = bound.value
-            guard case .authenticating(let pending) = handler.state else { return }
-            handler.finishConnect(
-                connect,
-                clientID: decided.clientID,
-                assigned: decided.assigned,
-                serverKeepAlive: decided.serverKeepAlive,
-                result: result,
-                context: context
-            )
-            guard case .connected = handler.state else { return }
-            for packet in pending {
-                guard case .connected(var connected) = handler.state else { break }
-                handler.handle(packet, connected: &connected, context: context)
-                if case .connected = handler.state { handler.state = .connected(connected) }
-            }
+            handler.conclude(decided, result: result, context: context)
+        }
+    }
+
+    /// What CONNECT asked for, carried through authentication.
+    private struct Decided {
+        let connect: ConnectPacket
+        let clientID: String
+        let assigned: Bool
+        let serverKeepAlive: UInt16?
+    }
+
+    /// Counts a failed login against the client's address, holds the CONNACK while that
+    /// address is being throttled, then answers and handles what arrived meanwhile.
+    private func conclude(_ decided: Decided, result: AuthenticationResult, context: ChannelHandlerContext) {
+        guard case .authenticating = state else { return }
+        let address = context.remoteAddress
+        if case .refused(let reason, _) = result, reason == .notAuthorized || reason == .badUserNameOrPassword {
+            core.statistics.authenticationFailures.wrappingIncrement(ordering: .relaxed)
+            core.loginThrottle.recordFailure(from: address)
+        }
+        let delay = core.loginThrottle.delay(for: address)
+        guard delay > .zero else { return answer(decided, result: result, context: context) }
+        core.statistics.throttledConnects.wrappingIncrement(ordering: .relaxed)
+        logger.notice("holding the CONNACK \(delay.nanoseconds / 1_000_000) ms: this address keeps failing to log in")
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = bound.value
+            guard case .authenticating = handler.state else { return }
+            handler.answer(decided, result: result, context: context)
+        }
+    }
+
+    private func answer(_ decided: Decided, result: AuthenticationResult, context: ChannelHandlerContext) {
+        guard case .authenticating(let pending) = state else { return }
+        finishConnect(
+            decided.connect,
+            clientID: decided.clientID,
+            assigned: decided.assigned,
+            serverKeepAlive: decided.serverKeepAlive,
+            result: result,
+            context: context
+        )
+        guard case .connected = state else { return }
+        for packet in pending {
+            guard case .connected(var connected) = state else { break }
+            handle(packet, connected: &connected, context: context)
+            if case .connected = state { state = .connected(connected) }
         }
     }
 
@@ -212,6 +256,15 @@ final class ConnectionHandler: ChannelInboundHandler {
             if case .refused(let reason, let why) = result { refuse(context, version: version, reason: reason, why: why) }
             return
         }
+        let access = core.policy.access(on: listener, configuration, username: username, clientID: clientID)
+        if let will = connect.will, let access, !access.allows(.write, topic: will.topic) {
+            return refuse(
+                context,
+                version: version,
+                reason: .notAuthorized,
+                why: "the ACL does not let \(username ?? "anonymous") write the will topic \(will.topic)"
+            )
+        }
         let sessionExpiry: UInt32
         switch version {
         case .v5: sessionExpiry = connect.properties.sessionExpiryInterval ?? 0
@@ -226,6 +279,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let (session, present) = core.openSession(clientID: clientID, cleanStart: connect.cleanStart)
         session.expiryInterval = sessionExpiry
+        session.identity = (username, listener)
+        session.access = access
         if let store = core.store {
             var operations: [StoreOperation] = []
             if connect.cleanStart { operations.append(.deleteSession(clientID: clientID)) }
@@ -358,6 +413,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         if publish.retain && !configuration.retainAvailable {
             return closeConnection(context, reason: .retainNotSupported, why: "retained PUBLISH while retain_available is false")
         }
+        if core.checksAccess, let access = connected.session.access, !access.allows(.write, topic: publish.topicName) {
+            return refusePublish(publish, connected: connected)
+        }
         if publish.qos == .exactlyOnce, let identifier = publish.packetIdentifier {
             guard connected.session.beginIncoming(identifier) else {
                 // A re-sent QoS 2 PUBLISH before PUBREL: acknowledge again, deliver nothing.
@@ -394,6 +452,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .atLeastOnce: connected.outlet.send(.puback(PubAckPacket(packetIdentifier: identifier, reasonCode: reason)))
         case .exactlyOnce:
             if reason.isFailure { _ = connected.session.releaseIncoming(identifier) }
+            connected.outlet.send(.pubrec(PubRecPacket(packetIdentifier: identifier, reasonCode: reason)))
+        }
+    }
+
+    /// A PUBLISH the ACL forbids: 5.0 clients get 0x87 in PUBACK/PUBREC; 3.1.1 has no way to
+    /// say so, and, as in mosquitto, the message is acknowledged and dropped.
+    private func refusePublish(_ publish: PublishPacket, connected: Connected) {
+        core.statistics.dropped(.notAuthorized)
+        logger.notice("the ACL does not allow publishing here; message dropped", metadata: ["topic": "\(publish.topicName)"])
+        guard let identifier = publish.packetIdentifier else { return }
+        let reason: ReasonCode = connected.version == .v5 ? .notAuthorized : .success
+        switch publish.qos {
+        case .atMostOnce: break
+        case .atLeastOnce: connected.outlet.send(.puback(PubAckPacket(packetIdentifier: identifier, reasonCode: reason)))
+        case .exactlyOnce:
+            // 3.1.1 goes on to PUBREL/PUBCOMP, so the identifier is held until then.
+            if connected.version != .v5 { _ = connected.session.beginIncoming(identifier) }
             connected.outlet.send(.pubrec(PubRecPacket(packetIdentifier: identifier, reasonCode: reason)))
         }
     }
@@ -449,6 +524,11 @@ final class ConnectionHandler: ChannelInboundHandler {
                 codes.append(v5 ? .topicFilterInvalid : .unspecifiedError)
                 continue
             }
+            if core.checksAccess, let access = connected.session.access, !access.allowsSubscription(to: shared?.filter ?? filter) {
+                logger.notice("the ACL does not allow this subscription", metadata: ["filter": "\(filter)"])
+                codes.append(v5 ? .notAuthorized : .unspecifiedError)
+                continue
+            }
             var options = subscription.options
             if !v5 { options = SubscriptionOptions(qos: options.qos) }
             if shared != nil && options.noLocal {
@@ -472,7 +552,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             let sendRetained =
                 options.retainHandling == .sendOnSubscribe || (options.retainHandling == .sendOnNewSubscribe && !existed)
             if sendRetained {
-                for message in core.retained.matching(filter, now: now) {
+                for message in core.retained.matching(filter, now: now) where connected.session.mayRead(message.topic) {
                     retainedToSend.append((message, min(options.qos, message.qos)))
                 }
             }

@@ -37,6 +37,7 @@ public final class MQTTBroker: Service, Sendable {
     /// - Returns: the addresses bound, in the order of the configuration's listeners.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
+        core.apply(try await SecurityPolicy.load(core.configuration))
         try core.openStore(on: group.next())
         var addresses: [SocketAddress] = []
         for listener in core.configuration.listeners {
@@ -55,16 +56,25 @@ public final class MQTTBroker: Service, Sendable {
     }
 
     /// Applies a re-read configuration (SIGHUP): limits, logging and behaviour for new
-    /// connections, queue limits for existing sessions.
+    /// connections, queue limits for existing sessions; password files, JWT keys and ACLs are
+    /// read again, and the ACLs apply to connected clients at once.
     /// - Returns: the settings that changed but take effect only after a restart.
+    /// - Throws: when a password, ACL or key file cannot be read or parsed; nothing changes then.
     @discardableResult
-    public func reload(_ configuration: BrokerConfiguration) -> [String] {
-        let ignored = core.reload(configuration)
+    public func reload(_ configuration: BrokerConfiguration) async throws(ConfigurationError) -> [String] {
+        let policy = try await SecurityPolicy.load(configuration)
+        let ignored = core.reload(configuration, policy: policy)
         core.logger.notice(
             "configuration reloaded",
             metadata: ignored.isEmpty ? [:] : ["needs restart": "\(ignored.joined(separator: ", "))"]
         )
         return ignored
+    }
+
+    /// Reads the password files, ACL files and JWT keys `configuration` names, as ``start()``
+    /// and ``reload(_:)`` will: the first unreadable or malformed one is the error.
+    public static func checkSecurityFiles(_ configuration: BrokerConfiguration) async throws(ConfigurationError) {
+        _ = try await SecurityPolicy.load(configuration)
     }
 
     /// The addresses the broker listens on.

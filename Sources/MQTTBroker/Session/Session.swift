@@ -64,6 +64,11 @@ final class Session: @unchecked Sendable {
 
     let clientID: String
     private let lock = NIOLock()
+    /// What the ACL lets this client read and write (nil: no ACL); set at each connect and
+    /// on reload, read by every event loop that delivers to it.
+    private let accessBox = NIOLockedValueBox<ClientAccess?>(nil)
+    /// Who the client logged in as, and where, for recomputing its access on reload.
+    private let identityBox = NIOLockedValueBox<(username: String?, listener: BrokerConfiguration.Listener)?>(nil)
     private var limits: Limits
     private let statistics: BrokerStatistics
     /// Where a persistent session records acknowledgements and drops.
@@ -93,6 +98,21 @@ final class Session: @unchecked Sendable {
     }
 
     /// New queue limits after a configuration reload; messages already queued stay.
+    var access: ClientAccess? {
+        get { accessBox.withLockedValue { $0 } }
+        set { accessBox.withLockedValue { $0 = newValue } }
+    }
+
+    var identity: (username: String?, listener: BrokerConfiguration.Listener)? {
+        get { identityBox.withLockedValue { $0 } }
+        set { identityBox.withLockedValue { $0 = newValue } }
+    }
+
+    /// Whether the ACL lets this client receive a message on `topic`.
+    func mayRead(_ topic: String) -> Bool {
+        accessBox.withLockedValue { $0?.allows(.read, topic: topic) ?? true }
+    }
+
     func updateLimits(_ limits: Limits) {
         lock.withLock { self.limits = limits }
     }

@@ -12,6 +12,8 @@ public final class Mosquitto: TestBroker, @unchecked Sendable {
     private let executable: String
 
     private var process: ChildProcess { processBox.withLockedValue { $0 } }
+    /// The process id of the running mosquitto (it changes on restart).
+    public var pid: pid_t { process.pid }
 
     private init(port: Int, process: ChildProcess, directory: URL, executable: String) {
         self.port = port

@@ -65,6 +65,7 @@ final class BrokerCore: Sendable {
                 configuration.listeners.first { $0.port == identity.listener.port && $0.address == identity.listener.address }
                 ?? identity.listener
             session.access = policy.access(on: listener, configuration, username: identity.username, clientID: session.clientID)
+            session.dropUnreadable()
         }
     }
 

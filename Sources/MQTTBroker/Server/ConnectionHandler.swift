@@ -281,6 +281,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         session.expiryInterval = sessionExpiry
         session.identity = (username, listener)
         session.access = access
+        if present && access != nil { session.dropUnreadable() }
         if let store = core.store {
             var operations: [StoreOperation] = []
             if connect.cleanStart { operations.append(.deleteSession(clientID: clientID)) }

@@ -175,6 +175,29 @@ final class Session: @unchecked Sendable {
         store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)])
     }
 
+    /// Drops queued messages this client's ACL does not let it read: they were queued before
+    /// it logged in again (restored after a restart, or under an older ACL).
+    /// - Returns: how many were dropped.
+    @discardableResult
+    func dropUnreadable() -> Int {
+        guard let access else { return 0 }
+        return lock.withLock {
+            let before = queue.count
+            var kept = Deque<Queued>()
+            for item in queue {
+                if access.allows(.read, topic: item.message.topic) {
+                    kept.append(item)
+                } else {
+                    queuedBytes -= item.message.payload.readableBytes
+                    forgetStoredLocked(item)
+                    statistics.dropped(.notAuthorized)
+                }
+            }
+            queue = kept
+            return before - queue.count
+        }
+    }
+
     // MARK: Connection
 
     /// Binds the session to a new connection and returns nothing: it re-sends what was in

@@ -354,3 +354,62 @@ struct BrokerAccessControlTests {
         await broker.shutdown()
     }
 }
+
+@Suite("ACL and persistent sessions", .serialized)
+struct PersistentSessionAccessTests {
+    private func connectPersistent(port: Int, _ clientID: String, username: String) async throws -> (CodecConnection, ConnAckPacket) {
+        let connection = try await CodecConnection.connect(port: port, version: .v5)
+        try await connection.send(
+            .connect(
+                ConnectPacket(
+                    protocolVersion: .v5,
+                    clientIdentifier: clientID,
+                    cleanStart: false,
+                    keepAlive: 30,
+                    username: username,
+                    properties: [.sessionExpiryInterval(3600)]
+                )
+            )
+        )
+        guard case .connack(let connack) = try await connection.receive() else { throw InteropError("expected CONNACK") }
+        return (connection, connack)
+    }
+
+    @Test("messages queued for a session restored after a restart are checked when its client logs in again")
+    func restoredSessionQueue() async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        let acl = try folder.write("acl", "user reader\ntopic read lpr/#\ntopic deny lpr/secret\nuser writer\ntopic write lpr/#\n")
+        let data = try folder.makeWritableFolder("data")
+        let template = "listener {PORT} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location \(data)/\nacl_file \(acl)\n"
+        try await BrokerProcess.with(template, in: folder) { broker in
+            let (reader, _) = try await connectPersistent(port: broker.port, "reader-1", username: "reader")
+            try await reader.send(.subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init(topicFilter: "lpr/#", options: .init(qos: .atLeastOnce))])))
+            _ = try await reader.receive()
+            try await reader.send(.disconnect(DisconnectPacket()))
+            await reader.close()
+        }
+        // The broker restarts with the session on disk; nobody has logged in as reader-1 since.
+        try await BrokerProcess.with(template, in: folder) { broker in
+            let (writer, _) = try await connectWithCredentials(port: broker.port, "writer-1", username: "writer")
+            for (index, topic) in ["lpr/secret", "lpr/open"].enumerated() {
+                try await writer.send(
+                    .publish(PublishPacket(topicName: topic, payload: ByteBuffer(string: "x"), qos: .atLeastOnce, packetIdentifier: UInt16(index + 1)))
+                )
+                _ = try await writer.receive()
+            }
+            let (reader, connack) = try await connectPersistent(port: broker.port, "reader-1", username: "reader")
+            #expect(connack.sessionPresent)
+            var topics: [String] = []
+            while let packet = try? await reader.receive(within: 1) {
+                if case .publish(let publish) = packet {
+                    topics.append(publish.topicName)
+                    try await reader.send(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!)))
+                }
+            }
+            #expect(topics == ["lpr/open"])
+            await reader.close()
+            await writer.close()
+        }
+    }
+}

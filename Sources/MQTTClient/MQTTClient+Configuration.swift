@@ -31,6 +31,8 @@ extension MQTTClient {
         public var password: [UInt8]?
         /// Called before every connection attempt; when set, ``username`` and ``password`` are not used.
         public var credentialsProvider: CredentialsProvider?
+        /// MQTT 5 enhanced authentication (AUTH packets) during CONNECT/CONNACK; `nil` for none.
+        public var enhancedAuthentication: EnhancedAuthentication?
         /// The message the broker publishes when the connection ends without DISCONNECT
         /// (MQTT 5 will properties go in its `properties`).
         public var will: ConnectPacket.Will?

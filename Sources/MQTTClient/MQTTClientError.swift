@@ -73,7 +73,7 @@ public struct MQTTClientError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let reconnectAttemptsExhausted = Code(.reconnectAttemptsExhausted)
         /// A certificate, key or CA file could not be used.
         public static let tlsConfiguration = Code(.tlsConfiguration)
-        /// The credentials provider threw.
+        /// The credentials provider, or the enhanced authentication's data or responder, threw.
         public static let credentialsUnavailable = Code(.credentialsUnavailable)
 
         public var description: String { base.rawValue }

@@ -14,13 +14,31 @@ public struct MQTTMessage: Sendable, Hashable {
     /// MQTT 5 properties: user properties, response topic, correlation data, content type,
     /// message expiry, payload format, subscription identifiers. Empty in 3.1.1.
     public var properties: Properties
+    /// The packet identifier the message arrived with (QoS 1 and 2), for display; the client
+    /// acknowledges the message itself.
+    public var packetIdentifier: UInt16?
 
-    public init(topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) {
+    /// - Parameters:
+    ///   - topic: the topic name.
+    ///   - payload: the application message.
+    ///   - qos: the QoS it was delivered at.
+    ///   - retain: the retain flag as delivered.
+    ///   - properties: MQTT 5 properties.
+    ///   - packetIdentifier: the packet identifier it arrived with (QoS 1 and 2).
+    public init(
+        topic: String,
+        payload: ByteBuffer,
+        qos: QoS = .atMostOnce,
+        retain: Bool = false,
+        properties: Properties = [],
+        packetIdentifier: UInt16? = nil
+    ) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
         self.properties = properties
+        self.packetIdentifier = packetIdentifier
     }
 
     /// The payload decoded as UTF-8.

@@ -8,7 +8,8 @@ extension MQTTClient {
         public enum Trust: Sendable, Hashable {
             /// The operating system's trust store.
             case systemDefault
-            /// The CA certificates (PEM) in this file.
+            /// The CA certificates (PEM) in this file, or in this folder of certificates named by
+            /// their subject hash (as `openssl rehash` makes them, mosquitto's `--capath`).
             case caFile(String)
         }
 

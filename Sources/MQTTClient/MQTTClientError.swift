@@ -86,6 +86,7 @@ public struct MQTTClientError: Error, Sendable, Hashable, CustomStringConvertibl
     /// What happened, in words.
     public var message: String
 
+    /// An error of this kind, with what happened in words and the broker's reason code when it sent one.
     public init(_ code: Code, _ message: String, reasonCode: ReasonCode? = nil) {
         self.code = code
         self.message = message

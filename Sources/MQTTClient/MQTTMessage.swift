@@ -3,6 +3,7 @@ import NIOCore
 
 /// An application message received from the broker.
 public struct MQTTMessage: Sendable, Hashable {
+    /// The topic name it was published to (a topic alias already resolved).
     public var topic: String
     /// The payload: a slice of the received bytes, not a copy.
     public var payload: ByteBuffer
@@ -53,6 +54,7 @@ public struct PublishResult: Sendable, Hashable {
     /// Reason string and user properties the broker sent with the acknowledgement (MQTT 5).
     public var properties: Properties
 
+    /// A result with this reason code and these acknowledgement properties.
     public init(reasonCode: ReasonCode = .success, properties: Properties = []) {
         self.reasonCode = reasonCode
         self.properties = properties

@@ -13,6 +13,7 @@ extension MQTTClient {
             case caFile(String)
         }
 
+        /// Which certificate authorities the client trusts.
         public var trust: Trust
         /// The client certificate (PEM, chain allowed) for mutual TLS.
         public var certificateFile: String?

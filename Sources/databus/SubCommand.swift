@@ -119,13 +119,13 @@ struct SubCommand: AsyncParsableCommand {
         configuration.reconnect = ClientConsole.reconnectPolicy
         let mqtt = MQTTClient(configuration: configuration, logger: logger)
         let messages = mqtt.messages
-        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
-
         do {
             try await mqtt.connect()
         } catch {
             throw console.connectionFailed(error, configuration: configuration)
         }
+        // Trapped once connected, so that until then SIGINT stops the command at once.
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         let connectedAt = ContinuousClock.now
 
         let ending: Ending

@@ -38,7 +38,7 @@ public enum DisconnectReason: Error, Sendable, Hashable, CustomStringConvertible
     case keepAliveTimeout
     /// The broker broke the protocol; the client closed the connection.
     case protocolError(String)
-    /// The credentials provider threw.
+    /// The credentials provider, or the enhanced authentication's data or responder, threw.
     case credentialsUnavailable(String)
     /// ``MQTTClient/disconnect()`` was called.
     case clientDisconnected

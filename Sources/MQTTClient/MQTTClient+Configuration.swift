@@ -14,6 +14,7 @@ extension MQTTClient {
         public var port: Int
         /// The client identifier; empty asks the broker to assign one (MQTT 5, or with a clean start).
         public var clientIdentifier: String
+        /// MQTT 3.1.1 or 5.0.
         public var protocolVersion: MQTTProtocolVersion
         /// The longest time without a packet to the broker; the client sends PINGREQ when idle.
         /// Whole seconds, at most 65,535; zero turns keep alive off. MQTT 5 brokers may impose their own.
@@ -27,10 +28,14 @@ extension MQTTClient {
         /// How long the broker keeps the session after the connection ends (MQTT 5); zero ends it
         /// with the connection. Whole seconds; `UInt32.max` seconds means never.
         public var sessionExpiry: Duration
+        /// The user name sent in CONNECT (unless a ``credentialsProvider`` is set).
         public var username: String?
+        /// The password sent in CONNECT (unless a ``credentialsProvider`` is set): bytes, so a binary token fits.
         public var password: [UInt8]?
         /// Called before every connection attempt; when set, ``username`` and ``password`` are not used.
         public var credentialsProvider: CredentialsProvider?
+        /// MQTT 5 enhanced authentication (AUTH packets) during CONNECT/CONNACK; `nil` for none.
+        public var enhancedAuthentication: EnhancedAuthentication?
         /// The message the broker publishes when the connection ends without DISCONNECT
         /// (MQTT 5 will properties go in its `properties`).
         public var will: ConnectPacket.Will?

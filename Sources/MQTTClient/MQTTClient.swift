@@ -205,7 +205,7 @@ public actor MQTTClient {
                 setState(.disconnected(reason))
                 logger.info("connection attempt failed", metadata: ["mqtt.reason": "\(reason)"])
                 if let firstAttempt, !connectedOnce {
-                    firstAttempt.fail(Self.error(for: reason))
+                    firstAttempt.fail(Self.error(for: reason, authenticationMethod: configuration.enhancedAuthentication?.method))
                     outcome = .firstAttemptFailed
                     break
                 }
@@ -256,8 +256,14 @@ public actor MQTTClient {
         setState(.stopped)
     }
 
-    static func error(for reason: DisconnectReason) -> MQTTClientError {
+    static func error(for reason: DisconnectReason, authenticationMethod: String? = nil) -> MQTTClientError {
         switch reason {
+        case .connectionRefused(.badAuthenticationMethod) where authenticationMethod != nil:
+            MQTTClientError(
+                .connectionRefused,
+                "the broker refused the connection: it does not support the authentication method \(authenticationMethod ?? "")",
+                reasonCode: .badAuthenticationMethod
+            )
         case .connectionRefused(let code): MQTTClientError(.connectionRefused, "the broker refused the connection", reasonCode: code)
         case .credentialsUnavailable(let why): MQTTClientError(.credentialsUnavailable, why)
         case .clientDisconnected: MQTTClientError(.clientStopped, "disconnect() was called")
@@ -282,6 +288,16 @@ public actor MQTTClient {
                 (username, password) = try await provider()
             } catch {
                 return .failure(.credentialsUnavailable("\(error)"))
+            }
+        }
+        let v5 = configuration.protocolVersion == .v5
+        let authentication = v5 ? configuration.enhancedAuthentication : nil
+        var authenticationData: ByteBuffer?
+        if let authentication {
+            do {
+                authenticationData = try await authentication.initialData()
+            } catch {
+                return .failure(.credentialsUnavailable("enhanced authentication (\(authentication.method)): \(error)"))
             }
         }
         if stopRequested || Task.isCancelled { return .failure(.clientDisconnected) }
@@ -318,12 +334,28 @@ public actor MQTTClient {
         while true {
             switch await events.next(isolation: self) {
             case .ready:
-                channel.writeAndFlush(MQTTPacket.connect(connectPacket(username: username, password: password)), promise: nil)
+                let connect = connectPacket(username: username, password: password, authenticationData: authenticationData)
+                channel.writeAndFlush(MQTTPacket.connect(connect), promise: nil)
             case .writable:
                 continue
             case .packet(.connack(let connack)):
                 guard !connack.reasonCode.isFailure else { return failed(.connectionRefused(connack.reasonCode)) }
                 return .success(EstablishedConnection(channel: channel, events: events, connack: connack))
+            case .packet(.auth(let auth)):
+                guard let authentication, auth.reasonCode == .continueAuthentication,
+                    auth.properties.authenticationMethod == authentication.method
+                else {
+                    return failed(.protocolError("unexpected AUTH (\(auth.reasonCode)) before CONNACK"))
+                }
+                let answer: ByteBuffer?
+                do {
+                    answer = try await authentication.respond(auth.properties.authenticationData)
+                } catch {
+                    return failed(.credentialsUnavailable("enhanced authentication (\(authentication.method)): \(error)"))
+                }
+                var properties: Properties = [.authenticationMethod(authentication.method)]
+                if let answer { properties.append(.authenticationData(answer)) }
+                channel.writeAndFlush(MQTTPacket.auth(AuthPacket(reasonCode: .continueAuthentication, properties: properties)), promise: nil)
             case .packet(let packet):
                 return failed(.protocolError("\(packet.type) before CONNACK"))
             case .closed(let reason):
@@ -334,10 +366,14 @@ public actor MQTTClient {
         }
     }
 
-    private func connectPacket(username: String?, password: [UInt8]?) -> ConnectPacket {
+    private func connectPacket(username: String?, password: [UInt8]?, authenticationData: ByteBuffer?) -> ConnectPacket {
         let v5 = configuration.protocolVersion == .v5
         var properties: Properties = []
         if v5 {
+            if let authentication = configuration.enhancedAuthentication {
+                properties.append(.authenticationMethod(authentication.method))
+                if let authenticationData { properties.append(.authenticationData(authenticationData)) }
+            }
             let expiry = configuration.sessionExpiry.wholeSeconds(maximum: Int64(UInt32.max))
             if expiry > 0 { properties.append(.sessionExpiryInterval(UInt32(expiry))) }
             if configuration.receiveMaximum != UInt16.max { properties.append(.receiveMaximum(configuration.receiveMaximum)) }

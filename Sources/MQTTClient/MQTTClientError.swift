@@ -73,7 +73,7 @@ public struct MQTTClientError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let reconnectAttemptsExhausted = Code(.reconnectAttemptsExhausted)
         /// A certificate, key or CA file could not be used.
         public static let tlsConfiguration = Code(.tlsConfiguration)
-        /// The credentials provider threw.
+        /// The credentials provider, or the enhanced authentication's data or responder, threw.
         public static let credentialsUnavailable = Code(.credentialsUnavailable)
 
         public var description: String { base.rawValue }
@@ -86,6 +86,7 @@ public struct MQTTClientError: Error, Sendable, Hashable, CustomStringConvertibl
     /// What happened, in words.
     public var message: String
 
+    /// An error of this kind, with what happened in words and the broker's reason code when it sent one.
     public init(_ code: Code, _ message: String, reasonCode: ReasonCode? = nil) {
         self.code = code
         self.message = message

@@ -3,6 +3,7 @@ import NIOCore
 
 /// An application message received from the broker.
 public struct MQTTMessage: Sendable, Hashable {
+    /// The topic name it was published to (a topic alias already resolved).
     public var topic: String
     /// The payload: a slice of the received bytes, not a copy.
     public var payload: ByteBuffer
@@ -14,13 +15,31 @@ public struct MQTTMessage: Sendable, Hashable {
     /// MQTT 5 properties: user properties, response topic, correlation data, content type,
     /// message expiry, payload format, subscription identifiers. Empty in 3.1.1.
     public var properties: Properties
+    /// The packet identifier the message arrived with (QoS 1 and 2), for display; the client
+    /// acknowledges the message itself.
+    public var packetIdentifier: UInt16?
 
-    public init(topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) {
+    /// - Parameters:
+    ///   - topic: the topic name.
+    ///   - payload: the application message.
+    ///   - qos: the QoS it was delivered at.
+    ///   - retain: the retain flag as delivered.
+    ///   - properties: MQTT 5 properties.
+    ///   - packetIdentifier: the packet identifier it arrived with (QoS 1 and 2).
+    public init(
+        topic: String,
+        payload: ByteBuffer,
+        qos: QoS = .atMostOnce,
+        retain: Bool = false,
+        properties: Properties = [],
+        packetIdentifier: UInt16? = nil
+    ) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
         self.properties = properties
+        self.packetIdentifier = packetIdentifier
     }
 
     /// The payload decoded as UTF-8.
@@ -35,6 +54,7 @@ public struct PublishResult: Sendable, Hashable {
     /// Reason string and user properties the broker sent with the acknowledgement (MQTT 5).
     public var properties: Properties
 
+    /// A result with this reason code and these acknowledgement properties.
     public init(reasonCode: ReasonCode = .success, properties: Properties = []) {
         self.reasonCode = reasonCode
         self.properties = properties

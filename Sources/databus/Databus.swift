@@ -12,7 +12,9 @@ struct Databus: AsyncParsableCommand {
             for what each command does.
             """,
         version: DatabusVersion.current,
-        subcommands: [BrokerCommand.self, TopicCommand.self, PasswdCommand.self, BenchCommand.self]
+        subcommands: [
+            BrokerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, PasswdCommand.self, BenchCommand.self,
+        ]
     )
 }
 

@@ -15,13 +15,20 @@ import Darwin
 public struct ChildProcess: Sendable {
     public let pid: pid_t
 
-    /// Starts `program` (looked up on PATH) with `arguments`; standard output goes to
-    /// `outputPath` and standard error to `errorPath` when given, otherwise to /dev/null.
-    public static func spawn(_ program: String, _ arguments: [String], outputPath: String? = nil, errorPath: String? = nil) throws -> ChildProcess {
+    /// Starts `program` (looked up on PATH) with `arguments`; standard input comes from
+    /// `inputPath`, standard output goes to `outputPath` and standard error to `errorPath` when
+    /// given, otherwise from and to /dev/null.
+    public static func spawn(
+        _ program: String,
+        _ arguments: [String],
+        inputPath: String? = nil,
+        outputPath: String? = nil,
+        errorPath: String? = nil
+    ) throws -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inputPath ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, errorPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
         // Nothing else of the test process goes to the child: NIO's sockets are not all

@@ -8,10 +8,12 @@ extension MQTTClient {
         public enum Trust: Sendable, Hashable {
             /// The operating system's trust store.
             case systemDefault
-            /// The CA certificates (PEM) in this file.
+            /// The CA certificates (PEM) in this file, or in this folder of certificates named by
+            /// their subject hash (as `openssl rehash` makes them, mosquitto's `--capath`).
             case caFile(String)
         }
 
+        /// Which certificate authorities the client trusts.
         public var trust: Trust
         /// The client certificate (PEM, chain allowed) for mutual TLS.
         public var certificateFile: String?

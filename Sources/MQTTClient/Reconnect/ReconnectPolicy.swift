@@ -22,6 +22,7 @@ public struct ReconnectPolicy: Sendable, Hashable {
     public var multiplier: Double
     /// Consecutive failed attempts after which the client stops; `nil` never stops.
     public var maximumAttempts: Int?
+    /// How the delay is spread below its cap; full jitter by default.
     public var jitter: Jitter
 
     /// - Parameters:

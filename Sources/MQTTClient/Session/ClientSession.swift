@@ -347,7 +347,8 @@ struct ClientSession {
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties: publish.properties
+            properties: publish.properties,
+            packetIdentifier: publish.packetIdentifier
         )
         switch publish.qos {
         case .atMostOnce:

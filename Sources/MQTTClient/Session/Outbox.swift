@@ -17,6 +17,7 @@ public struct OutboxConfiguration: Sendable {
     public var maximumMessages: Int
     /// The most bytes (topics plus payloads) kept.
     public var maximumBytes: Int
+    /// What happens to a new message when the outbox is full.
     public var overflowPolicy: OutboxOverflowPolicy
     /// Where entries are kept beyond the process; `nil` keeps them in memory only.
     public var persistence: (any OutboxPersistence)?

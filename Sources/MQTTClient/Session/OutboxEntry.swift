@@ -23,14 +23,20 @@ public struct OutboxEntry: Sendable, Hashable {
 
     /// Increases with every message handed to the client: the order messages are sent in.
     public var sequence: UInt64
+    /// The topic name the message goes to.
     public var topic: String
+    /// The application message.
     public var payload: ByteBuffer
+    /// The QoS it is published at.
     public var qos: QoS
+    /// Whether the broker keeps it for future subscribers.
     public var retain: Bool
     /// MQTT 5 properties of the PUBLISH (ignored in 3.1.1).
     public var properties: Properties
+    /// How far its publish flow has come.
     public var state: State
 
+    /// An entry as a persistence stores and loads it.
     public init(
         sequence: UInt64,
         topic: String,

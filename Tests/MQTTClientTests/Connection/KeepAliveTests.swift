@@ -5,12 +5,12 @@ import NIOCore
 import Testing
 
 /// Keep alive: PINGREQ when idle, and a dead connection detected by the missing PINGRESP.
-@Suite("Keep alive against mosquitto", .serialized, .timeLimit(.minutes(2)))
+@Suite("Keep alive", .serialized, .timeLimit(.minutes(2)))
 struct KeepAliveTests {
-    @Test("an idle connection stays up: PINGREQ goes out within the keep alive that mosquitto enforces")
-    func idleConnectionStaysUp() async throws {
-        try await Mosquitto.with { broker in
-            // Real time here: mosquitto closes a connection idle for 1.5 keep alives (1.5 s).
+    @Test("an idle connection stays up: PINGREQ goes out within the keep alive that the broker enforces", arguments: TestBrokerKind.allCases)
+    func idleConnectionStaysUp(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
+            // Real time here: brokers close a connection idle for 1.5 keep alives (1.5 s).
             var configuration = MQTTClient.Configuration.test(broker, id: "idle-camera")
             configuration.keepAlive = .seconds(1)
             configuration.pingTimeout = .seconds(1)

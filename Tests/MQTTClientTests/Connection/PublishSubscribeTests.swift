@@ -4,14 +4,14 @@ import MQTTCore
 import NIOCore
 import Testing
 
-/// Publish, subscribe, retained messages, wills and large payloads against a real mosquitto.
-@Suite("Publish and subscribe against mosquitto", .serialized, .timeLimit(.minutes(2)))
+/// Publish, subscribe, retained messages, wills and large payloads against a real mosquitto and `databus broker`.
+@Suite("Publish and subscribe against mosquitto and databus broker", .serialized, .timeLimit(.minutes(2)))
 struct PublishSubscribeTests {
     static let versions: [MQTTProtocolVersion] = [.v3_1_1, .v5]
 
-    @Test("messages at QoS 0, 1 and 2 complete their flows and arrive at their QoS", arguments: versions)
-    func everyQoS(version: MQTTProtocolVersion) async throws {
-        try await Mosquitto.with { broker in
+    @Test("messages at QoS 0, 1 and 2 complete their flows and arrive at their QoS", arguments: TestBrokerKind.allCases, versions)
+    func everyQoS(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "lpr-server", version: version)) { server in
                 let detections = try await server.subscribe(to: "lprserver/cameras/+/detection", qos: .exactlyOnce)
                 try await withClient(.test(broker, id: "camera-17", version: version)) { camera in
@@ -40,9 +40,13 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("subscribe returns the granted QoS per filter and unsubscribe ends the subscription's messages", arguments: versions)
-    func subscribeAndUnsubscribe(version: MQTTProtocolVersion) async throws {
-        try await Mosquitto.with { broker in
+    @Test(
+        "subscribe returns the granted QoS per filter and unsubscribe ends the subscription's messages",
+        arguments: TestBrokerKind.allCases,
+        versions
+    )
+    func subscribeAndUnsubscribe(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "subscriber", version: version)) { client in
                 let codes = try await client.subscribe([
                     Subscription(topicFilter: "a/#", options: SubscriptionOptions(qos: .atMostOnce)),
@@ -70,9 +74,13 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("a retained message reaches a later subscriber with the retain flag, and an empty one clears it", arguments: versions)
-    func retained(version: MQTTProtocolVersion) async throws {
-        try await Mosquitto.with { broker in
+    @Test(
+        "a retained message reaches a later subscriber with the retain flag, and an empty one clears it",
+        arguments: TestBrokerKind.allCases,
+        versions
+    )
+    func retained(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "camera-3", version: version)) { camera in
                 try await camera.publish(topic: "lprserver/cameras/3/status", payload: "online", qos: .atLeastOnce, retain: true)
                 try await withClient(.test(broker, id: "dashboard", version: version)) { dashboard in
@@ -99,9 +107,9 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("the broker publishes the will, with its MQTT 5 properties, when the connection drops", arguments: versions)
-    func will(version: MQTTProtocolVersion) async throws {
-        try await Mosquitto.with { broker in
+    @Test("the broker publishes the will, with its MQTT 5 properties, when the connection drops", arguments: TestBrokerKind.allCases, versions)
+    func will(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "lpr-server", version: version)) { server in
                 let availability = try await server.subscribe(to: "lprserver/cameras/+/availability", qos: .atLeastOnce)
 
@@ -131,9 +139,9 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("a clean DISCONNECT does not publish the will, and MQTT 5 reason 0x04 does")
-    func willOnlyWhenAsked() async throws {
-        try await Mosquitto.with { broker in
+    @Test("a clean DISCONNECT does not publish the will, and MQTT 5 reason 0x04 does", arguments: TestBrokerKind.allCases)
+    func willOnlyWhenAsked(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "lpr-server")) { server in
                 let wills = try await server.subscribe(to: "wills/#", qos: .atLeastOnce)
                 for (index, reason) in [ReasonCode.normalDisconnection, .disconnectWithWillMessage].enumerated() {
@@ -150,9 +158,9 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("a 1 MB payload arrives intact", arguments: versions)
-    func largePayload(version: MQTTProtocolVersion) async throws {
-        try await Mosquitto.with(extraConfiguration: "max_packet_size 2000000") { broker in
+    @Test("a 1 MB payload arrives intact", arguments: TestBrokerKind.allCases, versions)
+    func largePayload(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await kind.with(extraConfiguration: "max_packet_size 2000000") { broker in
             var configuration = MQTTClient.Configuration.test(broker, id: "frames-subscriber", version: version)
             configuration.maximumPacketSize = 2_000_000
             try await withClient(configuration) { subscriber in
@@ -170,9 +178,9 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("a packet larger than our maximum packet size closes the connection instead of being read")
-    func packetOverOurMaximum() async throws {
-        try await Mosquitto.with { broker in
+    @Test("a packet larger than our maximum packet size closes the connection instead of being read", arguments: TestBrokerKind.allCases)
+    func packetOverOurMaximum(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             var configuration = MQTTClient.Configuration.test(broker, id: "small-subscriber")
             configuration.protocolVersion = .v3_1_1  // 3.1.1 cannot tell the broker our limit
             configuration.maximumPacketSize = 1_000
@@ -194,9 +202,9 @@ struct PublishSubscribeTests {
         }
     }
 
-    @Test("10,000 QoS 1 messages arrive complete and in order", arguments: versions)
-    func tenThousandInOrder(version: MQTTProtocolVersion) async throws {
-        try await Mosquitto.with(extraConfiguration: "max_queued_messages 0") { broker in
+    @Test("10,000 QoS 1 messages arrive complete and in order", arguments: TestBrokerKind.allCases, versions)
+    func tenThousandInOrder(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await kind.with(extraConfiguration: "max_queued_messages 0") { broker in
             try await withClient(.test(broker, id: "lpr-server", version: version)) { server in
                 let detections = try await server.subscribe(to: "lprserver/cameras/1/detection", qos: .atLeastOnce)
                 try await withClient(.test(broker, id: "camera-1", version: version)) { camera in

@@ -4,12 +4,12 @@ import MQTTCore
 import NIOCore
 import Testing
 
-/// MQTT 5 request/response: response topic and correlation data, against mosquitto.
-@Suite("Request/response against mosquitto", .serialized, .timeLimit(.minutes(2)))
+/// MQTT 5 request/response: response topic and correlation data, against mosquitto and `databus broker`.
+@Suite("Request/response against mosquitto and databus broker", .serialized, .timeLimit(.minutes(2)))
 struct RequestResponseTests {
-    @Test("concurrent requests each get their own reply from the responder")
-    func requestsGetTheirReplies() async throws {
-        try await Mosquitto.with { broker in
+    @Test("concurrent requests each get their own reply from the responder", arguments: TestBrokerKind.allCases)
+    func requestsGetTheirReplies(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "gateway-1")) { gateway in
                 let responder = Task {
                     try await gateway.respond(to: "gateway/1/http/request") { request in
@@ -43,9 +43,9 @@ struct RequestResponseTests {
         }
     }
 
-    @Test("a request nobody answers times out on the client's clock")
-    func requestTimesOut() async throws {
-        try await Mosquitto.with { broker in
+    @Test("a request nobody answers times out on the client's clock", arguments: TestBrokerKind.allCases)
+    func requestTimesOut(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             let clock = ManualClock()
             try await withClient(.test(broker, id: "lpr-server"), clock: clock) { server in
                 let request = Task { try await server.request(topic: "nobody/listens", payload: "hello", timeout: .seconds(5)) }
@@ -62,9 +62,9 @@ struct RequestResponseTests {
         }
     }
 
-    @Test("request/response needs MQTT 5")
-    func requestNeedsVersion5() async throws {
-        try await Mosquitto.with { broker in
+    @Test("request/response needs MQTT 5", arguments: TestBrokerKind.allCases)
+    func requestNeedsVersion5(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "old-client", version: .v3_1_1)) { client in
                 do {
                     _ = try await client.request(topic: "anything", payload: "x")

@@ -9,9 +9,9 @@ import Testing
 /// The client as a swift-service-lifecycle `Service`.
 @Suite("Client as a Service", .serialized, .timeLimit(.minutes(2)))
 struct ServiceTests {
-    @Test("in a ServiceGroup the client connects, and graceful shutdown disconnects it cleanly")
-    func serviceGroup() async throws {
-        try await Mosquitto.with { broker in
+    @Test("in a ServiceGroup the client connects, and graceful shutdown disconnects it cleanly", arguments: TestBrokerKind.allCases)
+    func serviceGroup(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "lpr-server")) { observer in
                 let availability = try await observer.subscribe(to: "lprserver/cameras/+/availability", qos: .atLeastOnce)
                 var configuration = MQTTClient.Configuration.test(broker, id: "camera-12")

@@ -85,10 +85,10 @@ struct BackoffTests {
         #expect(delays == [.seconds(1), .seconds(2), .seconds(4)])
     }
 
-    @Test("a successful connection resets the delay, and the client reconnects when the broker returns")
-    func resetAfterSuccess() async throws {
+    @Test("a successful connection resets the delay, and the client reconnects when the broker returns", arguments: TestBrokerKind.allCases)
+    func resetAfterSuccess(kind: TestBrokerKind) async throws {
         let clock = ManualClock()
-        try await Mosquitto.with { broker in
+        try await kind.with { broker in
             var configuration = MQTTClient.Configuration.test(broker, id: "camera-8")
             configuration.reconnect = ReconnectPolicy(jitter: .none)
             let client = MQTTClient(configuration: configuration, clock: clock, logger: testLogger)

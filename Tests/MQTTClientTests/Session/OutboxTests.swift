@@ -102,13 +102,14 @@ struct OutboxTests {
 
     @Test(
         "messages published before the first connection and while the broker is down arrive in order",
-        arguments: [MQTTProtocolVersion.v3_1_1, .v5]
+        arguments: TestBrokerKind.allCases,
+        [MQTTProtocolVersion.v3_1_1, .v5]
     )
-    func publishedWhileDisconnected(version: MQTTProtocolVersion) async throws {
+    func publishedWhileDisconnected(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
         let directory = try TemporaryDirectory(prefix: "databus-outbox")
         defer { directory.remove() }
         let persistence = try directory.makeWritableFolder("persistence")
-        try await Mosquitto.with(extraConfiguration: "persistence true\npersistence_location \(persistence)/") { broker in
+        try await kind.with(extraConfiguration: "persistence true\npersistence_location \(persistence)/") { broker in
             var serverConfiguration = MQTTClient.Configuration.test(broker, id: "lpr-server", version: version)
             // A durable subscriber: mosquitto 2.0 saves only sessions begun without clean start.
             serverConfiguration.cleanStart = false
@@ -169,9 +170,9 @@ struct OutboxTests {
         }
     }
 
-    @Test("drop-oldest against a broker: the newest messages arrive, the dropped ones fail their publish")
-    func dropOldestDelivery() async throws {
-        try await Mosquitto.with { broker in
+    @Test("drop-oldest against a broker: the newest messages arrive, the dropped ones fail their publish", arguments: TestBrokerKind.allCases)
+    func dropOldestDelivery(kind: TestBrokerKind) async throws {
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "lpr-server")) { server in
                 let frames = try await server.subscribe(to: "pipeline/metadata", qos: .atLeastOnce)
                 var configuration = MQTTClient.Configuration.test(broker, id: "pipeline")

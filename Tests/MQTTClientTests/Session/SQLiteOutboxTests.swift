@@ -79,13 +79,14 @@ struct SQLiteOutboxTests {
 
     @Test(
         "a client on the file sends, in order, what a client that never reached the broker left in it",
-        arguments: [MQTTProtocolVersion.v3_1_1, .v5]
+        arguments: TestBrokerKind.allCases,
+        [MQTTProtocolVersion.v3_1_1, .v5]
     )
-    func leftoverMessagesAreSent(version: MQTTProtocolVersion) async throws {
+    func leftoverMessagesAreSent(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
         let directory = try TemporaryDirectory(prefix: "databus-sqlite-outbox")
         defer { directory.remove() }
         let path = directory.file("outbox.sqlite")
-        try await Mosquitto.with { broker in
+        try await kind.with { broker in
             try await withClient(.test(broker, id: "lpr-server", version: version)) { server in
                 let detections = try await server.subscribe(to: "lprserver/cameras/5/detection", qos: .atLeastOnce)
 

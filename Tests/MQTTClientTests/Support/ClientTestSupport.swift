@@ -15,9 +15,27 @@ let testLogger: Logger = {
     return logger
 }()
 
+/// The brokers the client's tests run against: Debian's mosquitto, so that the client never
+/// depends on our own broker, and `databus broker`.
+enum TestBrokerKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case mosquitto
+    case databus
+
+    var testDescription: String { self == .mosquitto ? "mosquitto" : "databus broker" }
+
+    /// Starts this broker with `extraConfiguration` (mosquitto.conf lines), runs `body` with it,
+    /// and stops it by PID however `body` ends.
+    func with(extraConfiguration: String = "", _ body: (any TestBroker) async throws -> Void) async throws {
+        switch self {
+        case .mosquitto: try await Mosquitto.with(extraConfiguration: extraConfiguration) { try await body($0) }
+        case .databus: try await DatabusBrokerProcess.with(extraConfiguration: extraConfiguration) { try await body($0) }
+        }
+    }
+}
+
 extension MQTTClient.Configuration {
     /// A configuration for a broker started by a test, reconnecting quickly.
-    static func test(_ broker: Mosquitto, id: String, version: MQTTProtocolVersion = .v5) -> Self {
+    static func test(_ broker: any TestBroker, id: String, version: MQTTProtocolVersion = .v5) -> Self {
         var configuration = Self(host: "127.0.0.1", port: broker.port, clientIdentifier: id, protocolVersion: version)
         configuration.reconnect = ReconnectPolicy(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(200))
         configuration.connectTimeout = .seconds(5)

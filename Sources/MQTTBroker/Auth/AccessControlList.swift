@@ -25,7 +25,8 @@ public struct AccessControlList: Sendable, Hashable {
     }
 
     public private(set) var anonymousRules: [Rule] = []
-    public private(set) var userRules: [String: [Rule]] = [:]
+    /// Keyed by the username's bytes: two spellings of the same text are two users, as in mosquitto.
+    private var userRules: [[UInt8]: [Rule]] = [:]
     public private(set) var patterns: [Rule] = []
 
     public init() {}
@@ -45,13 +46,13 @@ public struct AccessControlList: Sendable, Hashable {
             case "user":
                 guard !rest.isEmpty else { throw error("user expects a username") }
                 currentUser = rest
-                if userRules[rest] == nil { userRules[rest] = [] }
+                if userRules[Array(rest.utf8)] == nil { userRules[Array(rest.utf8)] = [] }
             case "topic", "pattern":
                 let rule = try Self.rule(rest, error: error)
                 if keyword == "pattern" {
                     patterns.append(rule)
                 } else if let user = currentUser {
-                    userRules[user, default: []].append(rule)
+                    userRules[Array(user.utf8), default: []].append(rule)
                 } else {
                     anonymousRules.append(rule)
                 }
@@ -98,7 +99,10 @@ public struct AccessControlList: Sendable, Hashable {
 
     /// The rules that apply to one client, with its patterns filled in.
     public func access(username: String?, clientID: String) -> ClientAccess {
-        var rules = username.map { userRules[$0] ?? [] } ?? anonymousRules
+        var rules = username.map { userRules[Array($0.utf8)] ?? [] } ?? anonymousRules
+        // A username or client id holding a wildcard gets no pattern at all, as in mosquitto.
+        let wildcard = { (text: String) in text.utf8.contains(UInt8(ascii: "+")) || text.utf8.contains(UInt8(ascii: "#")) }
+        if wildcard(clientID) || username.map(wildcard) == true { return ClientAccess(rules: rules) }
         for pattern in patterns {
             guard let filter = Self.substitute(pattern.filter, username: username, clientID: clientID) else { continue }
             rules.append(Rule(access: pattern.access, filter: filter))
@@ -111,24 +115,26 @@ public struct AccessControlList: Sendable, Hashable {
     /// the filter's shape (a `/`, `+` or `#` in it).
     static func substitute(_ filter: String, username: String?, clientID: String) -> String? {
         guard filter.contains("%") else { return filter }
-        var levels: [Substring] = []
-        for level in filter.split(separator: "/", omittingEmptySubsequences: false) {
-            switch level {
+        var levels: [String] = []
+        for level in ClientAccess.levels(filter) {
+            let text = String(decoding: level, as: UTF8.self)
+            switch text {
             case "%c":
                 guard Self.isPlainLevel(clientID) else { return nil }
-                levels.append(Substring(clientID))
+                levels.append(clientID)
             case "%u":
                 guard let username, Self.isPlainLevel(username) else { return nil }
-                levels.append(Substring(username))
+                levels.append(username)
             default:
-                levels.append(level)
+                levels.append(text)
             }
         }
         return levels.joined(separator: "/")
     }
 
+    /// Checked on bytes: a "/" followed by a combining mark is one Character but still a separator.
     private static func isPlainLevel(_ text: String) -> Bool {
-        !text.isEmpty && !text.contains(where: { $0 == "/" || $0 == "+" || $0 == "#" })
+        !text.isEmpty && !text.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") })
     }
 }
 
@@ -136,21 +142,30 @@ public struct AccessControlList: Sendable, Hashable {
 public struct ClientAccess: Sendable, Hashable {
     private struct Compiled: Sendable, Hashable {
         var access: TopicAccess
-        var levels: [Substring]
+        var levels: [ArraySlice<UInt8>]
     }
+
+    /// A topic or filter's levels as bytes: matching is byte-wise, as the router's is, so no
+    /// two spellings of a text that Swift calls equal can slip past a rule.
+    static func levels(_ text: String) -> [ArraySlice<UInt8>] {
+        Array(text.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+    }
+
+    private static let plus: ArraySlice<UInt8> = [UInt8(ascii: "+")]
+    private static let hash: ArraySlice<UInt8> = [UInt8(ascii: "#")]
 
     private let grants: [Compiled]
     private let denials: [Compiled]
 
     init(rules: [AccessControlList.Rule]) {
-        let compiled = rules.map { Compiled(access: $0.access, levels: $0.filter.split(separator: "/", omittingEmptySubsequences: false)) }
+        let compiled = rules.map { Compiled(access: $0.access, levels: Self.levels($0.filter)) }
         grants = compiled.filter { !$0.access.isEmpty }
         denials = compiled.filter { $0.access.isEmpty }
     }
 
     /// Whether a message on `topic` may be published (`.write`) or received (`.read`).
     public func allows(_ access: TopicAccess, topic: String) -> Bool {
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        let levels = Self.levels(topic)
         for denial in denials where Self.filter(denial.levels, matches: levels) { return false }
         for grant in grants where grant.access.isSuperset(of: access) && Self.filter(grant.levels, matches: levels) {
             return true
@@ -162,7 +177,7 @@ public struct ClientAccess: Sendable, Hashable {
     /// no deny rule covers it. Messages within it that a narrower deny rule forbids are still
     /// held back one by one at delivery.
     public func allowsSubscription(to filter: String) -> Bool {
-        let levels = filter.split(separator: "/", omittingEmptySubsequences: false)
+        let levels = Self.levels(filter)
         for denial in denials where Self.filter(denial.levels, covers: levels) { return false }
         for grant in grants where grant.access.contains(.read) && Self.filter(grant.levels, covers: levels) {
             return true
@@ -171,16 +186,16 @@ public struct ClientAccess: Sendable, Hashable {
     }
 
     /// Topic matching with `$` topics kept away from leading wildcards.
-    static func filter(_ filter: [Substring], matches topic: [Substring]) -> Bool {
-        if let first = topic.first?.first, first == "$", let head = filter.first, head == "+" || head == "#" {
+    static func filter(_ filter: [ArraySlice<UInt8>], matches topic: [ArraySlice<UInt8>]) -> Bool {
+        if topic.first?.first == UInt8(ascii: "$"), let head = filter.first, head == plus || head == hash {
             return false
         }
         var index = 0
         while index < filter.count {
             let level = filter[index]
-            if level == "#" { return true }
+            if level == hash { return true }
             guard index < topic.count else { return false }
-            if level != "+" && level != topic[index] { return false }
+            if level != plus && level != topic[index] { return false }
             index += 1
         }
         // "a/#" also matches "a": the loop returned at the "#".
@@ -188,18 +203,18 @@ public struct ClientAccess: Sendable, Hashable {
     }
 
     /// Whether every topic `inner` can match is matched by `outer`.
-    static func filter(_ outer: [Substring], covers inner: [Substring]) -> Bool {
-        if let first = inner.first?.first, first == "$", let head = outer.first, head == "+" || head == "#" {
+    static func filter(_ outer: [ArraySlice<UInt8>], covers inner: [ArraySlice<UInt8>]) -> Bool {
+        if inner.first?.first == UInt8(ascii: "$"), let head = outer.first, head == plus || head == hash {
             return false
         }
         var index = 0
         while index < outer.count {
             let level = outer[index]
-            if level == "#" { return true }
+            if level == hash { return true }
             guard index < inner.count else { return false }
             let candidate = inner[index]
-            if candidate == "#" { return false }
-            if level == "+" {
+            if candidate == hash { return false }
+            if level == plus {
                 // "+" covers any single level, including a "+".
             } else if level != candidate {
                 return false

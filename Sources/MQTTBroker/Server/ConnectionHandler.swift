@@ -167,13 +167,22 @@ final class ConnectionHandler: ChannelInboundHandler {
             listener: listener,
             remoteAddress: context.remoteAddress,
             properties: connect.properties,
-            clientCertificate: nil
+            clientCertificate: ClientCertificateIdentity.verifiedPeer(of: context.pipeline.syncOperations)
         )
         guard let authenticator = core.authenticator else {
-            let result: AuthenticationResult =
-                configuration.allowsAnonymous(on: listener)
-                ? .accepted(username: connect.username, method: "anonymous")
-                : .refused(.notAuthorized, why: "anonymous clients are not allowed and no authentication is configured")
+            let result: AuthenticationResult
+            let fromCertificate = certificateUsername(for: listener, certificate: request.clientCertificate)
+            if let refusal = fromCertificate.refusal {
+                // mosquitto answers "bad user name or password" here.
+                result = .refused(.badUserNameOrPassword, why: refusal)
+            } else if let username = fromCertificate.username {
+                result = .accepted(username: username, method: "certificate")
+            } else {
+                result =
+                    configuration.allowsAnonymous(on: listener)
+                    ? .accepted(username: connect.username, method: "anonymous")
+                    : .refused(.notAuthorized, why: "anonymous clients are not allowed and no authentication is configured")
+            }
             return finishConnect(connect, clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive, result: result, context: context)
         }
         state = .authenticating(pending: [])

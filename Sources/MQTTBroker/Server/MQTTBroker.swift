@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import X509
 
 /// The embedded MQTT 3.1.1 + 5.0 broker.
 ///
@@ -17,6 +18,8 @@ public final class MQTTBroker: Service, Sendable {
     private let group: any EventLoopGroup
     private let serverChannels = NIOLockedValueBox<[any Channel]>([])
     private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// The TLS contexts of TLS listeners, by the listener's index in the configuration.
+    private let tlsListeners = NIOLockedValueBox<[Int: ListenerTLS]>([:])
 
     /// - Parameters:
     ///   - configuration: listeners, limits and behaviour, e.g. from ``MosquittoConfigParser``.
@@ -35,12 +38,21 @@ public final class MQTTBroker: Service, Sendable {
 
     /// Binds every listener and starts serving.
     /// - Returns: the addresses bound, in the order of the configuration's listeners.
+    /// - Throws: ``TLSSetupError`` when a TLS listener's files do not load.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
+        let listeners = core.configuration.listeners
+        var tls: [Int: ListenerTLS] = [:]
+        for (index, listener) in listeners.enumerated() where listener.tls.isEnabled {
+            let loaded = try ListenerTLS(name: listener.displayName, settings: listener.tls)
+            tls[index] = loaded
+            logTLS(loaded.loaded, of: loaded, event: "TLS listener ready")
+        }
+        tlsListeners.withLockedValue { $0 = tls }
         try core.openStore(on: group.next())
         var addresses: [SocketAddress] = []
-        for listener in core.configuration.listeners {
-            let channels = try await bind(listener)
+        for (index, listener) in listeners.enumerated() {
+            let channels = try await bind(listener, index: index, tls: tls[index])
             addresses += channels.compactMap(\.localAddress)
             serverChannels.withLockedValue { $0 += channels }
         }
@@ -54,17 +66,39 @@ public final class MQTTBroker: Service, Sendable {
         return addresses
     }
 
-    /// Applies a re-read configuration (SIGHUP): limits, logging and behaviour for new
-    /// connections, queue limits for existing sessions.
+    /// Applies a re-read configuration (SIGHUP): limits, logging, behaviour and per-listener
+    /// security for new connections, queue limits for existing sessions. TLS listeners re-read
+    /// their certificate, key, CA and CRL files: new connections use them, connections
+    /// already open keep theirs, and files that do not load leave the previous ones in use
+    /// (logged as an error).
     /// - Returns: the settings that changed but take effect only after a restart.
     @discardableResult
     public func reload(_ configuration: BrokerConfiguration) -> [String] {
         let ignored = core.reload(configuration)
+        let listeners = core.configuration.listeners
+        for (index, tls) in tlsListeners.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key }) where index < listeners.count {
+            do {
+                let loaded = try tls.reload(listeners[index].tls)
+                logTLS(loaded, of: tls, event: "TLS files reloaded")
+            } catch {
+                core.logger.error("reload: keeping the previous TLS files: \(error)", metadata: ["listener": "\(tls.name)"])
+            }
+        }
         core.logger.notice(
             "configuration reloaded",
             metadata: ignored.isEmpty ? [:] : ["needs restart": "\(ignored.joined(separator: ", "))"]
         )
         return ignored
+    }
+
+    private func logTLS(_ loaded: ListenerTLS.Loaded, of tls: ListenerTLS, event: String) {
+        var metadata: Logger.Metadata = ["listener": "\(tls.name)"]
+        if let certificate = loaded.certificate {
+            metadata["certificate"] = "\(certificate.subject)"
+            metadata["notAfter"] = "\(certificate.notValidAfter)"
+        }
+        core.logger.notice("\(event)", metadata: metadata)
+        for warning in loaded.warnings { core.logger.warning("\(warning)", metadata: ["listener": "\(tls.name)"]) }
     }
 
     /// The addresses the broker listens on.
@@ -93,15 +127,17 @@ public final class MQTTBroker: Service, Sendable {
         await shutdown()
     }
 
-    private func bind(_ listener: BrokerConfiguration.Listener) async throws -> [any Channel] {
+    private func bind(_ bound: BrokerConfiguration.Listener, index: Int, tls: ListenerTLS?) async throws -> [any Channel] {
         let core = self.core
-        let connections = ManagedConnectionCount(limit: listener.maxConnections)
+        let connections = ManagedConnectionCount(limit: bound.maxConnections)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 let configuration = core.configuration
+                // The listener's settings as reloaded; a reload keeps the listeners' order and binding.
+                let listener = configuration.listeners.indices.contains(index) ? configuration.listeners[index] : bound
                 guard connections.open() else {
                     core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
                     return channel.close()
@@ -109,6 +145,10 @@ public final class MQTTBroker: Service, Sendable {
                 channel.closeFuture.whenComplete { _ in connections.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(statistics: core.statistics))
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTPacketDecoder(maximumPacketSize: configuration.effectiveMaxPacketSize))
@@ -116,14 +156,14 @@ public final class MQTTBroker: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: listener))
                 }
             }
-        if let address = listener.address {
-            return [try await bootstrap.bind(host: address, port: listener.port).get()]
+        if let address = bound.address {
+            return [try await bootstrap.bind(host: address, port: bound.port).get()]
         }
         // No address: every IPv6 and IPv4 address, as mosquitto does.
         do {
-            return [try await bootstrap.bind(host: "::", port: listener.port).get()]
+            return [try await bootstrap.bind(host: "::", port: bound.port).get()]
         } catch {
-            return [try await bootstrap.bind(host: "0.0.0.0", port: listener.port).get()]
+            return [try await bootstrap.bind(host: "0.0.0.0", port: bound.port).get()]
         }
     }
 

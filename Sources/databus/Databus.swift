@@ -12,7 +12,7 @@ struct Databus: AsyncParsableCommand {
             for what each command does.
             """,
         version: DatabusVersion.current,
-        subcommands: [BrokerCommand.self, TopicCommand.self]
+        subcommands: [BrokerCommand.self, TopicCommand.self, CertsCommand.self]
     )
 }
 

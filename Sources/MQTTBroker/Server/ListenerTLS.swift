@@ -110,7 +110,15 @@ final class ListenerTLS: Sendable {
         case .tls12: configuration.minimumTLSVersion = .tlsv12
         case .tls13: configuration.minimumTLSVersion = .tlsv13
         }
-        if let ciphers = settings.ciphers { configuration.cipherSuites = ciphers }
+        if let ciphers = settings.ciphers {
+            do {
+                let resolved = try TLSCipherList(ciphers)
+                configuration.cipherSuites = resolved.suites.joined(separator: ":")
+                warnings += resolved.warnings.map { "ciphers: \($0)" }
+            } catch {
+                throw failure("ciphers", error.description)
+            }
+        }
         if let suites = settings.ciphersTLS13 {
             switch tls13SuitesWarnings(suites) {
             case .success(let found): warnings += found
@@ -170,8 +178,7 @@ final class ListenerTLS: Sendable {
         do {
             context = try NIOSSLContext(configuration: configuration)
         } catch {
-            let key = settings.ciphers != nil ? "ciphers, certfile or keyfile" : "certfile or keyfile"
-            throw failure(nil, "cannot set up TLS (\(key)): \(describe(error))")
+            throw failure(nil, "cannot set up TLS with certfile and keyfile: \(describe(error))")
         }
         let certificate = try? Certificate(derEncoded: chain[0].toDERBytes())
         return Loaded(context: context, revocation: revocation, certificate: certificate, warnings: warnings)

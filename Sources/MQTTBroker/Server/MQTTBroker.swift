@@ -66,6 +66,19 @@ public final class MQTTBroker: Service, Sendable {
         return addresses
     }
 
+    /// Loads every TLS listener's files as ``start()`` does, without binding anything
+    /// (`databus broker --test-config`).
+    /// - Returns: warnings about settings that cannot be applied exactly.
+    /// - Throws: ``TLSSetupError`` naming the listener, key and file that do not load.
+    public static func checkTLSFiles(_ configuration: BrokerConfiguration) throws(TLSSetupError) -> [String] {
+        var warnings: [String] = []
+        for listener in configuration.listeners where listener.tls.isEnabled {
+            let loaded = try ListenerTLS.load(listener.tls, name: listener.displayName)
+            warnings += loaded.warnings.map { "\(listener.displayName): \($0)" }
+        }
+        return warnings
+    }
+
     /// Applies a re-read configuration (SIGHUP): limits, logging, behaviour and per-listener
     /// security for new connections, queue limits for existing sessions. TLS listeners re-read
     /// their certificate, key, CA and CRL files: new connections use them, connections

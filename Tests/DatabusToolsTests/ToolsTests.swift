@@ -1,1 +1,0 @@
-// Tests of the certificate, password-file and load-generator tools.

@@ -130,6 +130,10 @@ final class TLSHandshakeMonitor: ChannelInboundHandler, RemovableChannelHandler 
             core.statistics.tlsHandshakeSucceeded()
             let elapsed = NIODeadline.now() - started
             core.metrics.tlsHandshakeDuration.recordNanoseconds(elapsed.nanoseconds)
+            context.fireUserInboundEventTriggered(event)
+            // Nothing after the handshake is its business: out of the way of every later read.
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
         }
         context.fireUserInboundEventTriggered(event)
     }

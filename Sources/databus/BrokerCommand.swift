@@ -47,6 +47,13 @@ struct BrokerCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         if testConfig {
+            // TLS listeners' certificates, keys, CAs and CRLs must load too.
+            do {
+                for warning in try MQTTBroker.checkTLSFiles(configuration) { print("warning: \(warning)") }
+            } catch {
+                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
             print("\(config ?? "default configuration"): OK")
             return
         }

@@ -13,7 +13,8 @@ struct Databus: AsyncParsableCommand {
             """,
         version: DatabusVersion.current,
         subcommands: [
-            BrokerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, PasswdCommand.self, BenchCommand.self,
+            BrokerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self, PasswdCommand.self,
+            BenchCommand.self,
         ]
     )
 }

@@ -128,3 +128,26 @@ public func runProgram(_ program: String, _ arguments: [String], timeout: Durati
     let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
     return (status, output)
 }
+
+/// What a program printed and how it ended.
+public struct ProgramResult: Sendable {
+    public let status: Int32
+    public let output: String
+    public let errorOutput: String
+}
+
+/// Runs a program to completion and returns its exit status, standard output and standard error.
+public func runProgramCollectingErrors(_ program: String, _ arguments: [String], timeout: Duration = .seconds(30)) async throws -> ProgramResult {
+    let base = FileManager.default.temporaryDirectory.appendingPathComponent("databus-run-\(UUID().uuidString)").path
+    defer {
+        try? FileManager.default.removeItem(atPath: base + ".out")
+        try? FileManager.default.removeItem(atPath: base + ".err")
+    }
+    let child = try ChildProcess.spawn(program, arguments, outputPath: base + ".out", errorPath: base + ".err")
+    let status = await child.wait(timeout: timeout)
+    return ProgramResult(
+        status: status,
+        output: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",
+        errorOutput: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+    )
+}

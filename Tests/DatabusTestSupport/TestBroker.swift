@@ -150,6 +150,19 @@ public final class DatabusBrokerProcess: TestBroker, @unchecked Sendable {
         if process.isRunning { await process.terminate() }
         try? FileManager.default.removeItem(at: directory)
     }
+
+    /// Sends `signal` to the broker (SIGHUP re-reads its configuration).
+    public func signal(_ signal: Int32) {
+        process.signal(signal)
+    }
+
+    /// What the broker logged so far (its standard error).
+    public var log: String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// The configuration file, to change before a SIGHUP.
+    public var configurationFile: String { configurationPath }
 }
 
 extension DatabusBrokerProcess {

@@ -62,14 +62,13 @@ final class SecurityPolicy: Sendable {
     /// or JWT vouches for counts as anonymous when no password file is configured).
     func authenticate(_ request: ConnectRequest, configuration: BrokerConfiguration) async -> AuthenticationResult {
         let listener = request.listener
-        if listener.tls.useIdentityAsUsername || listener.tls.useSubjectAsUsername {
-            guard let certificate = request.clientCertificate else {
-                return .refused(.notAuthorized, why: "the listener takes the username from a client certificate and none was presented")
-            }
-            let username = listener.tls.useSubjectAsUsername ? certificate.subject : certificate.commonName
-            guard let username, !username.isEmpty else {
-                return .refused(.notAuthorized, why: "the client certificate has no common name")
-            }
+        let fromCertificate = certificateUsername(for: listener, certificate: request.clientCertificate)
+        if let refusal = fromCertificate.refusal {
+            // mosquitto answers "bad user name or password" here.
+            return .refused(.badUserNameOrPassword, why: refusal)
+        }
+        if let username = fromCertificate.username {
+            // As in mosquitto, the password file is not consulted for a certificate identity.
             return .accepted(username: username, method: "certificate")
         }
         let material = material(on: listener, configuration)

@@ -8,6 +8,8 @@ final class BrokerMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     /// How long one group commit of the store takes.
     let persistenceWriteLatency: DurationHistogram
+    /// From accepting a TLS connection to its completed handshake.
+    let tlsHandshakeDuration: DurationHistogram
     private let exported = NIOLockedValueBox<[String: Int]>([:])
 
     init() {
@@ -18,6 +20,11 @@ final class BrokerMetrics: Sendable {
                 .seconds(1),
             ],
             help: "Duration of one group commit of the persistent store"
+        )
+        tlsHandshakeDuration = registry.makeDurationHistogram(
+            name: "databus_tls_handshake_seconds",
+            buckets: [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(100), .seconds(1)],
+            help: "From accepting a TLS connection to its completed handshake"
         )
     }
 
@@ -73,6 +80,12 @@ final class BrokerMetrics: Sendable {
             "CONNACKs delayed because the address kept failing to log in",
             value: statistics.throttledConnects.load(ordering: .relaxed)
         )
+        counter("databus_tls_handshakes_total", [], "TLS handshakes completed", value: statistics.tlsHandshakes.load(ordering: .relaxed))
+        for (failure, count) in statistics.tlsHandshakeFailures {
+            let value = count.load(ordering: .relaxed)
+            guard value > 0 else { continue }
+            counter("databus_tls_handshake_failures_total", [("reason", failure.rawValue)], "TLS handshakes that failed, by reason", value: value)
+        }
         for (reason, count) in statistics.refusals {
             let value = count.load(ordering: .relaxed)
             guard value > 0 else { continue }

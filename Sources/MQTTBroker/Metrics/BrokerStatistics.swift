@@ -39,11 +39,19 @@ final class BrokerStatistics: Sendable {
     let authenticationFailures = ManagedAtomic<Int>(0)
     /// CONNACKs held back because their address kept failing to log in.
     let throttledConnects = ManagedAtomic<Int>(0)
+    /// TLS handshakes that completed.
+    let tlsHandshakes = ManagedAtomic<Int>(0)
+    /// TLS handshakes that failed, by why.
+    let tlsHandshakeFailures: [TLSHandshakeFailure: ManagedAtomic<Int>] = Dictionary(
+        uniqueKeysWithValues: TLSHandshakeFailure.allCases.map { ($0, ManagedAtomic(0)) }
+    )
 
     @inline(__always) func received(_ qos: QoS) { received[Int(qos.rawValue)].wrappingIncrement(ordering: .relaxed) }
     @inline(__always) func sent(_ qos: QoS) { sent[Int(qos.rawValue)].wrappingIncrement(ordering: .relaxed) }
     @inline(__always) func dropped(_ reason: DropReason) { drops[reason]!.wrappingIncrement(ordering: .relaxed) }
     func refused(_ reason: ReasonCode) { refusals[reason]!.wrappingIncrement(ordering: .relaxed) }
+    func tlsHandshakeSucceeded() { tlsHandshakes.wrappingIncrement(ordering: .relaxed) }
+    func tlsHandshakeFailed(_ failure: TLSHandshakeFailure) { tlsHandshakeFailures[failure]!.wrappingIncrement(ordering: .relaxed) }
 
     var messagesReceived: Int { received.reduce(0) { $0 + $1.load(ordering: .relaxed) } }
     var messagesSent: Int { sent.reduce(0) { $0 + $1.load(ordering: .relaxed) } }

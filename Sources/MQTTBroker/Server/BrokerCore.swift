@@ -256,14 +256,15 @@ final class BrokerCore: Sendable {
         sessions.withLockedValue { Array($0.values) }.reduce(0) { $0 + $1.queuedMessageCount }
     }
 
-    /// Applies a re-read configuration: limits and behaviour for new connections, queue limits
-    /// for existing sessions. Listeners and persistence need a restart.
+    /// Applies a re-read configuration: limits, behaviour and per-listener security for new
+    /// connections, queue limits for existing sessions. Adding, removing or rebinding a
+    /// listener (port, address, max_connections, TLS on or off) and persistence need a restart.
     /// - Returns: the settings that changed but need a restart to take effect.
     func reload(_ new: BrokerConfiguration, policy: SecurityPolicy) -> [String] {
         let old = configuration
         var ignored: [String] = []
         var applied = new
-        if new.listeners != old.listeners {
+        if new.listeners.map(\.binding) != old.listeners.map(\.binding) {
             ignored.append("listeners")
             applied.listeners = old.listeners
         }
@@ -367,4 +368,19 @@ extension SubscriptionRouter {
 /// Holds the store: written once before the listeners start, read-only afterwards.
 private final class StoreReference: @unchecked Sendable {
     var store: SQLiteBrokerStore?
+}
+
+extension BrokerConfiguration.Listener {
+    /// What a listener's socket is bound with: changing it needs a restart.
+    struct Binding: Hashable {
+        let port: Int
+        let address: String?
+        let maxConnections: Int
+        let tls: Bool
+    }
+
+    var binding: Binding { Binding(port: port, address: address, maxConnections: maxConnections, tls: tls.isEnabled) }
+
+    /// `listener PORT [ADDRESS]`, as log lines name it.
+    var displayName: String { address.map { "listener \(port) \($0)" } ?? "listener \(port)" }
 }

@@ -167,7 +167,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             listener: listener,
             remoteAddress: context.remoteAddress,
             properties: connect.properties,
-            clientCertificate: nil
+            clientCertificate: ClientCertificateIdentity.verifiedPeer(of: context.pipeline.syncOperations)
         )
         let decided = Decided(connect: connect, clientID: clientID, assigned: assigned, serverKeepAlive: serverKeepAlive)
         state = .authenticating(pending: [])

@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import X509
 
 /// The embedded MQTT 3.1.1 + 5.0 broker.
 ///
@@ -17,6 +18,8 @@ public final class MQTTBroker: Service, Sendable {
     private let group: any EventLoopGroup
     private let serverChannels = NIOLockedValueBox<[any Channel]>([])
     private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// The TLS contexts of TLS listeners, by the listener's index in the configuration.
+    private let tlsListeners = NIOLockedValueBox<[Int: ListenerTLS]>([:])
 
     /// - Parameters:
     ///   - configuration: listeners, limits and behaviour, e.g. from ``MosquittoConfigParser``.
@@ -35,13 +38,22 @@ public final class MQTTBroker: Service, Sendable {
 
     /// Binds every listener and starts serving.
     /// - Returns: the addresses bound, in the order of the configuration's listeners.
+    /// - Throws: ``TLSSetupError`` when a TLS listener's files do not load.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
+        let listeners = core.configuration.listeners
+        var tls: [Int: ListenerTLS] = [:]
+        for (index, listener) in listeners.enumerated() where listener.tls.isEnabled {
+            let loaded = try ListenerTLS(name: listener.displayName, settings: listener.tls)
+            tls[index] = loaded
+            logTLS(loaded.loaded, of: loaded, event: "TLS listener ready")
+        }
+        tlsListeners.withLockedValue { $0 = tls }
         core.apply(try await SecurityPolicy.load(core.configuration))
         try core.openStore(on: group.next())
         var addresses: [SocketAddress] = []
-        for listener in core.configuration.listeners {
-            let channels = try await bind(listener)
+        for (index, listener) in listeners.enumerated() {
+            let channels = try await bind(listener, index: index, tls: tls[index])
             addresses += channels.compactMap(\.localAddress)
             serverChannels.withLockedValue { $0 += channels }
         }
@@ -57,13 +69,24 @@ public final class MQTTBroker: Service, Sendable {
 
     /// Applies a re-read configuration (SIGHUP): limits, logging and behaviour for new
     /// connections, queue limits for existing sessions; password files, JWT keys and ACLs are
-    /// read again, and the ACLs apply to connected clients at once.
+    /// read again, and the ACLs apply to connected clients at once. TLS listeners re-read their
+    /// certificate, key, CA and CRL files: new connections use them, connections already open
+    /// keep theirs, and files that do not load leave the previous ones in use (logged as an error).
     /// - Returns: the settings that changed but take effect only after a restart.
     /// - Throws: when a password, ACL or key file cannot be read or parsed; nothing changes then.
     @discardableResult
     public func reload(_ configuration: BrokerConfiguration) async throws(ConfigurationError) -> [String] {
         let policy = try await SecurityPolicy.load(configuration)
         let ignored = core.reload(configuration, policy: policy)
+        let listeners = core.configuration.listeners
+        for (index, tls) in tlsListeners.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key }) where index < listeners.count {
+            do {
+                let loaded = try tls.reload(listeners[index].tls)
+                logTLS(loaded, of: tls, event: "TLS files reloaded")
+            } catch {
+                core.logger.error("reload: keeping the previous TLS files: \(error)", metadata: ["listener": "\(tls.name)"])
+            }
+        }
         core.logger.notice(
             "configuration reloaded",
             metadata: ignored.isEmpty ? [:] : ["needs restart": "\(ignored.joined(separator: ", "))"]
@@ -71,10 +94,33 @@ public final class MQTTBroker: Service, Sendable {
         return ignored
     }
 
+    /// Loads every TLS listener's files as ``start()`` does, without binding anything
+    /// (`databus broker --test-config`).
+    /// - Returns: warnings about settings that cannot be applied exactly.
+    /// - Throws: ``TLSSetupError`` naming the listener, key and file that do not load.
+    public static func checkTLSFiles(_ configuration: BrokerConfiguration) throws(TLSSetupError) -> [String] {
+        var warnings: [String] = []
+        for listener in configuration.listeners where listener.tls.isEnabled {
+            let loaded = try ListenerTLS.load(listener.tls, name: listener.displayName)
+            warnings += loaded.warnings.map { "\(listener.displayName): \($0)" }
+        }
+        return warnings
+    }
+
     /// Reads the password files, ACL files and JWT keys `configuration` names, as ``start()``
     /// and ``reload(_:)`` will: the first unreadable or malformed one is the error.
     public static func checkSecurityFiles(_ configuration: BrokerConfiguration) async throws(ConfigurationError) {
         _ = try await SecurityPolicy.load(configuration)
+    }
+
+    private func logTLS(_ loaded: ListenerTLS.Loaded, of tls: ListenerTLS, event: String) {
+        var metadata: Logger.Metadata = ["listener": "\(tls.name)"]
+        if let certificate = loaded.certificate {
+            metadata["certificate"] = "\(certificate.subject)"
+            metadata["notAfter"] = "\(certificate.notValidAfter)"
+        }
+        core.logger.notice("\(event)", metadata: metadata)
+        for warning in loaded.warnings { core.logger.warning("\(warning)", metadata: ["listener": "\(tls.name)"]) }
     }
 
     /// The addresses the broker listens on.
@@ -103,15 +149,17 @@ public final class MQTTBroker: Service, Sendable {
         await shutdown()
     }
 
-    private func bind(_ listener: BrokerConfiguration.Listener) async throws -> [any Channel] {
+    private func bind(_ bound: BrokerConfiguration.Listener, index: Int, tls: ListenerTLS?) async throws -> [any Channel] {
         let core = self.core
-        let connections = ManagedConnectionCount(limit: listener.maxConnections)
+        let connections = ManagedConnectionCount(limit: bound.maxConnections)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 let configuration = core.configuration
+                // The listener's settings as reloaded; a reload keeps the listeners' order and binding.
+                let listener = configuration.listeners.indices.contains(index) ? configuration.listeners[index] : bound
                 guard connections.open() else {
                     core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
                     return channel.close()
@@ -119,6 +167,10 @@ public final class MQTTBroker: Service, Sendable {
                 channel.closeFuture.whenComplete { _ in connections.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(statistics: core.statistics))
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTPacketDecoder(maximumPacketSize: configuration.effectiveMaxPacketSize))
@@ -126,14 +178,14 @@ public final class MQTTBroker: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: listener))
                 }
             }
-        if let address = listener.address {
-            return [try await bootstrap.bind(host: address, port: listener.port).get()]
+        if let address = bound.address {
+            return [try await bootstrap.bind(host: address, port: bound.port).get()]
         }
         // No address: every IPv6 and IPv4 address, as mosquitto does.
         do {
-            return [try await bootstrap.bind(host: "::", port: listener.port).get()]
+            return [try await bootstrap.bind(host: "::", port: bound.port).get()]
         } catch {
-            return [try await bootstrap.bind(host: "0.0.0.0", port: listener.port).get()]
+            return [try await bootstrap.bind(host: "0.0.0.0", port: bound.port).get()]
         }
     }
 

@@ -3,7 +3,11 @@ import Histogram
 
 /// Latencies in microseconds (1 µs to 60 s, three significant digits).
 struct LatencyRecorder: Sendable {
-    private(set) var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    private(set) var histogram = Histogram<UInt64>(
+        lowestDiscernibleValue: 1,
+        highestTrackableValue: 60_000_000,
+        numberOfSignificantValueDigits: .three
+    )
 
     mutating func record(nanoseconds: UInt64) {
         _ = histogram.record(Swift.min(Swift.max(nanoseconds / 1_000, 1), 60_000_000))

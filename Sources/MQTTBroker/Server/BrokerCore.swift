@@ -177,6 +177,22 @@ final class BrokerCore: Sendable {
         }
     }
 
+    /// Publishes a client's will, checked when it goes out as mosquitto does: never to `$SYS`,
+    /// and only to a topic the ACL in force lets the client write; otherwise dropped and logged.
+    func publishWill(_ message: ApplicationMessage, of session: Session, now: NIODeadline) {
+        if message.topic.hasPrefix("$SYS") {
+            statistics.dropped(.forbiddenTopic)
+            logger.notice("dropping a will on $SYS", metadata: ["client": "\(session.clientID)", "topic": "\(message.topic)"])
+            return
+        }
+        if checksAccess, let access = session.access, !access.allows(.write, topic: message.topic) {
+            statistics.dropped(.notAuthorized)
+            logger.notice("dropping a will the ACL does not allow", metadata: ["client": "\(session.clientID)", "topic": "\(message.topic)"])
+            return
+        }
+        publish(message, now: now)
+    }
+
     /// Hands shared-subscription messages that `session` did not acknowledge to other members
     /// of their groups; dropped (and counted) when no other member is left.
     func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
@@ -246,7 +262,7 @@ final class BrokerCore: Sendable {
                 router.unsubscribe(filter, session: session)
             }
         }
-        if let will = session.takeDelayedWill() { publish(will, now: .now()) }
+        if let will = session.takeDelayedWill() { publishWill(will, of: session, now: .now()) }
     }
 
     var sessionCount: Int { sessions.withLockedValue { $0.count } }

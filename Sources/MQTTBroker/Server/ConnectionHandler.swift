@@ -75,6 +75,14 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             handleConnect(connect, context: context)
         case .authenticating(var pending):
+            // A client may pipeline a few packets behind CONNECT; one that floods before it is
+            // admitted is cut off instead of being buffered without bound.
+            guard pending.count < 64 else {
+                logger.notice("closing: more than 64 packets sent before CONNACK")
+                state = .closed
+                context.close(promise: nil)
+                return
+            }
             pending.append(packet)
             state = .authenticating(pending: pending)
         case .connected(var connected):
@@ -257,14 +265,6 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         let access = core.policy.access(on: listener, configuration, username: username, clientID: clientID)
-        if let will = connect.will, let access, !access.allows(.write, topic: will.topic) {
-            return refuse(
-                context,
-                version: version,
-                reason: .notAuthorized,
-                why: "the ACL does not let \(username ?? "anonymous") write the will topic \(will.topic)"
-            )
-        }
         let sessionExpiry: UInt32
         switch version {
         case .v5: sessionExpiry = connect.properties.sessionExpiryInterval ?? 0
@@ -653,13 +653,13 @@ final class ConnectionHandler: ChannelInboundHandler {
             let delay = connected.version == .v5 ? will.properties.willDelayInterval ?? 0 : 0
             if !stillOwner && session.hasEnded {
                 // Taken over with a clean start: the session ended, so the will goes out now.
-                core.publish(message, now: now)
+                core.publishWill(message, of: session, now: now)
             } else if delay == 0 || connected.sessionExpiry == 0 {
-                if delay == 0 || stillOwner { core.publish(message, now: now) }
+                if delay == 0 || stillOwner { core.publishWill(message, of: session, now: now) }
             } else if stillOwner {
                 let core = self.core
                 let task = connected.outlet.channel.eventLoop.scheduleTask(in: .seconds(Int64(delay))) {
-                    if let will = session.takeDelayedWill() { core.publish(will, now: .now()) }
+                    if let will = session.takeDelayedWill() { core.publishWill(will, of: session, now: .now()) }
                 }
                 session.setDelayedWill(message, task: task)
             }

@@ -175,8 +175,9 @@ final class Session: @unchecked Sendable {
         store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)])
     }
 
-    /// Drops queued messages this client's ACL does not let it read: they were queued before
-    /// it logged in again (restored after a restart, or under an older ACL).
+    /// Drops queued messages, and PUBLISHes in flight not yet received, that this client's ACL
+    /// does not let it read: they were routed before it logged in again (restored after a
+    /// restart, under an older ACL, or for the user that held the session before).
     /// - Returns: how many were dropped.
     @discardableResult
     func dropUnreadable() -> Int {
@@ -194,7 +195,15 @@ final class Session: @unchecked Sendable {
                 }
             }
             queue = kept
-            return before - queue.count
+            var dropped = before - queue.count
+            for (identifier, outgoing) in inflight where outgoing.state == .published {
+                guard !access.allows(.read, topic: outgoing.message.topic) else { continue }
+                inflight.removeValue(forKey: identifier)
+                store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)])
+                statistics.dropped(.notAuthorized)
+                dropped += 1
+            }
+            return dropped
         }
     }
 

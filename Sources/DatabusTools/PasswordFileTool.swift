@@ -62,12 +62,27 @@ public enum PasswordFileTool {
     /// half a file; an existing file keeps its permissions, a new one is readable by its owner only.
     public static func write(_ file: PasswordFile, to path: String) throws {
         let manager = FileManager.default
+        // Through a link, the file it points at is the one replaced.
+        let path = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
         var mode: Int = 0o600
-        if let attributes = try? manager.attributesOfItem(atPath: path), let existing = attributes[.posixPermissions] as? Int {
-            mode = existing
+        var owner: (uid_t, gid_t)?
+        var existing = stat()
+        if stat(path, &existing) == 0 {
+            mode = Int(existing.st_mode & 0o7777)
+            owner = (existing.st_uid, existing.st_gid)
         }
         let temporary = path + ".tmp-\(getpid())"
-        guard manager.createFile(atPath: temporary, contents: Data(file.text.utf8), attributes: [.posixPermissions: mode]) else {
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode_t(mode))
+        guard descriptor >= 0 else { throw Failure("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        let bytes = Array(file.text.utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+        // The broker (often another user) must still read it: keep the owner and group.
+        if let owner { _ = fchown(descriptor, owner.0, owner.1) }
+        _ = fchmod(descriptor, mode_t(mode))
+        let synced = fsync(descriptor)
+        close(descriptor)
+        guard written == bytes.count, synced == 0 else {
+            try? manager.removeItem(atPath: temporary)
             throw Failure("cannot write \(temporary)")
         }
         guard rename(temporary, path) == 0 else {

@@ -19,6 +19,14 @@ public struct PasswordHash: Sendable, Hashable {
     /// Iterations mosquitto_passwd 2.0 uses, and ours by default.
     public static let defaultIterations = 101
 
+    /// Checked against when a username is unknown, so that the answer takes as long as for a
+    /// known user with a wrong password and does not tell which users exist.
+    static let decoy = PasswordHash(
+        hashing: [UInt8](),
+        algorithm: .pbkdf2SHA512(iterations: defaultIterations),
+        salt: [UInt8](repeating: 0, count: 12)
+    )
+
     /// Hashes `password` with a fresh random salt of `saltLength` bytes (mosquitto uses 12).
     public init(hashing password: some Collection<UInt8>, algorithm: Algorithm, saltLength: Int = 12) {
         var generator = SystemRandomNumberGenerator()
@@ -116,8 +124,9 @@ public struct PasswordFile: Sendable, Hashable {
             guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
                 throw ConfigurationError(file: file, line: number + 1, key: nil, message: "expected username:hash")
             }
-            let username = String(line[..<colon])
-            guard let hash = PasswordHash(encoded: line[line.index(after: colon)...]) else {
+            // mosquitto trims both parts: "alice : $7$..." is alice's line.
+            let username = line[..<colon].trimmingCharacters(in: .whitespaces)
+            guard let hash = PasswordHash(encoded: line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)) else {
                 throw ConfigurationError(
                     file: file,
                     line: number + 1,

@@ -86,6 +86,7 @@ final class SecurityPolicy: Sendable {
             }
         }
         if let username = request.username, material.passwordFile != nil {
+            _ = PasswordHash.decoy.verify(password ?? [])
             return .refused(.notAuthorized, why: "user \(username) is not in the password file")
         }
         if material.jwt != nil && material.passwordFile == nil && request.username != nil {

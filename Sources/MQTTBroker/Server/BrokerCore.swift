@@ -4,14 +4,23 @@ import MQTTCore
 import NIOConcurrencyHelpers
 import NIOCore
 
+/// One configuration, immutable, shared by every connection opened while it was in force.
+final class ConfigurationSnapshot: Sendable {
+    let value: BrokerConfiguration
+    init(_ value: BrokerConfiguration) { self.value = value }
+}
+
 /// The state all connections share: sessions, subscriptions, retained messages, counters.
 final class BrokerCore: Sendable {
-    private let configurationBox: NIOLockedValueBox<BrokerConfiguration>
+    private let configurationBox: NIOLockedValueBox<ConfigurationSnapshot>
     /// Read on every retained message; kept apart so that routing takes no lock for it.
     private let retainAvailable: ManagedAtomic<Bool>
 
     /// The configuration in force; SIGHUP may replace it (connections read it when they open).
-    var configuration: BrokerConfiguration { configurationBox.withLockedValue { $0 } }
+    var configuration: BrokerConfiguration { configurationBox.withLockedValue { $0.value } }
+    /// The configuration in force, shared by reference: every connection keeps one pointer to
+    /// it instead of a copy of its own (idle connections are many on a small machine).
+    var configurationSnapshot: ConfigurationSnapshot { configurationBox.withLockedValue { $0 } }
     let logger: Logger
     let authenticator: (any Authenticator)?
     /// Password files, ACLs and JWT keys in force; replaced whole on reload.
@@ -35,7 +44,7 @@ final class BrokerCore: Sendable {
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
     init(configuration: BrokerConfiguration, logger: Logger, authenticator: (any Authenticator)?) {
-        self.configurationBox = NIOLockedValueBox(configuration)
+        self.configurationBox = NIOLockedValueBox(ConfigurationSnapshot(configuration))
         self.retainAvailable = ManagedAtomic(configuration.retainAvailable)
         self.logger = logger
         self.authenticator = authenticator
@@ -61,9 +70,9 @@ final class BrokerCore: Sendable {
         for session in sessions.withLockedValue({ Array($0.values) }) {
             guard let identity = session.identity else { continue }
             // The listener as the new configuration has it (its per-listener settings may have changed).
-            let listener =
-                configuration.listeners.first { $0.port == identity.listener.port && $0.address == identity.listener.address }
-                ?? identity.listener
+            guard let listener = configuration.listeners.first(where: { $0.port == identity.port && $0.address == identity.address }) else {
+                continue
+            }
             session.access = policy.access(on: listener, configuration, username: identity.username, clientID: session.clientID)
             session.dropUnreadable()
         }
@@ -297,7 +306,7 @@ final class BrokerCore: Sendable {
             ignored.append("sys_interval")
             applied.sysInterval = old.sysInterval
         }
-        configurationBox.withLockedValue { $0 = applied }
+        configurationBox.withLockedValue { $0 = ConfigurationSnapshot(applied) }
         retainAvailable.store(applied.retainAvailable, ordering: .relaxed)
         let limits = sessionLimits
         for session in sessions.withLockedValue({ Array($0.values) }) { session.updateLimits(limits) }

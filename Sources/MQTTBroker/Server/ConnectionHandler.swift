@@ -32,7 +32,11 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private let core: BrokerCore
     /// The configuration when the connection opened; a reload applies to later connections.
-    private let configuration: BrokerConfiguration
+    private let snapshot: ConfigurationSnapshot
+    /// Read in place from the shared snapshot, never copied.
+    private var configuration: BrokerConfiguration {
+        _read { yield snapshot.value }
+    }
     private let listener: BrokerConfiguration.Listener
     private var state = State.awaitingConnect
     private var logger: Logger
@@ -44,7 +48,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     init(core: BrokerCore, listener: BrokerConfiguration.Listener) {
         self.core = core
-        self.configuration = core.configuration
+        self.snapshot = core.configurationSnapshot
         self.listener = listener
         self.logger = core.logger
     }
@@ -279,7 +283,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let (session, present) = core.openSession(clientID: clientID, cleanStart: connect.cleanStart)
         session.expiryInterval = sessionExpiry
-        session.identity = (username, listener)
+        session.identity = Session.Identity(username: username, port: listener.port, address: listener.address)
         session.access = access
         if present && access != nil { session.dropUnreadable() }
         if let store = core.store {

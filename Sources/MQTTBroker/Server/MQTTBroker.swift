@@ -167,6 +167,12 @@ public final class MQTTBroker: Service, Sendable {
                 channel.closeFuture.whenComplete { _ in connections.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+                    // Each connection keeps its receive buffer between reads: start small (an idle
+                    // camera sends a PINGREQ now and then) and let busy connections grow it.
+                    try channel.syncOptions?.setOption(
+                        .recvAllocator,
+                        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 262_144)
+                    )
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
                         try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))

@@ -64,17 +64,20 @@ final class Session: @unchecked Sendable {
 
     let clientID: String
     private let lock = NIOLock()
-    /// What the ACL lets this client read and write (nil: no ACL); set at each connect and
-    /// on reload, read by every event loop that delivers to it.
-    private let accessBox = NIOLockedValueBox<ClientAccess?>(nil)
-    /// Who the client logged in as, and where, for recomputing its access on reload.
-    private let identityBox = NIOLockedValueBox<(username: String?, listener: BrokerConfiguration.Listener)?>(nil)
+    /// Who the client logged in as, and on which listener, for recomputing its access on reload.
+    struct Identity: Sendable {
+        var username: String?
+        var port: Int
+        var address: String?
+    }
     private var limits: Limits
     private let statistics: BrokerStatistics
     /// Where a persistent session records acknowledgements and drops.
     private let store: SQLiteBrokerStore?
 
     // Everything below is guarded by `lock`.
+    private var accessStorage: ClientAccess?
+    private var identityStorage: Identity?
     private var outlet: SessionOutlet?
     private var inflight = OrderedDictionary<UInt16, Outgoing>()
     private var queue = Deque<Queued>()
@@ -98,19 +101,21 @@ final class Session: @unchecked Sendable {
     }
 
     /// New queue limits after a configuration reload; messages already queued stay.
+    /// What the ACL lets this client read and write (nil: no ACL); set at each connect and
+    /// on reload, read by every event loop that delivers to it. Guarded by `lock`.
     var access: ClientAccess? {
-        get { accessBox.withLockedValue { $0 } }
-        set { accessBox.withLockedValue { $0 = newValue } }
+        get { lock.withLock { accessStorage } }
+        set { lock.withLock { accessStorage = newValue } }
     }
 
-    var identity: (username: String?, listener: BrokerConfiguration.Listener)? {
-        get { identityBox.withLockedValue { $0 } }
-        set { identityBox.withLockedValue { $0 = newValue } }
+    var identity: Identity? {
+        get { lock.withLock { identityStorage } }
+        set { lock.withLock { identityStorage = newValue } }
     }
 
     /// Whether the ACL lets this client receive a message on `topic`.
     func mayRead(_ topic: String) -> Bool {
-        accessBox.withLockedValue { $0?.allows(.read, topic: topic) ?? true }
+        lock.withLock { accessStorage?.allows(.read, topic: topic) ?? true }
     }
 
     func updateLimits(_ limits: Limits) {

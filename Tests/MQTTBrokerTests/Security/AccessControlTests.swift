@@ -389,9 +389,8 @@ struct PersistentSessionAccessTests {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
         let acl = try folder.write("acl", "user reader\ntopic read lpr/#\ntopic deny lpr/secret\nuser writer\ntopic write lpr/#\n")
-        let data = try folder.makeWritableFolder("data")
-        let template = "listener {PORT} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location \(data)/\nacl_file \(acl)\n"
-        try await BrokerProcess.with(template, in: folder) { broker in
+        let configuration = "persistence true\npersistence_location {DIRECTORY}/\nacl_file \(acl)\n"
+        try await DatabusBrokerProcess.with(extraConfiguration: configuration) { broker in
             let (reader, _) = try await connectPersistent(port: broker.port, "reader-1", username: "reader")
             try await reader.send(
                 .subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init(topicFilter: "lpr/#", options: .init(qos: .atLeastOnce))]))
@@ -399,9 +398,9 @@ struct PersistentSessionAccessTests {
             _ = try await reader.receive()
             try await reader.send(.disconnect(DisconnectPacket()))
             await reader.close()
-        }
-        // The broker restarts with the session on disk; nobody has logged in as reader-1 since.
-        try await BrokerProcess.with(template, in: folder) { broker in
+
+            // The broker restarts with the session on disk; nobody has logged in as reader-1 since.
+            try await broker.restart()
             let (writer, _) = try await connectWithCredentials(port: broker.port, "writer-1", username: "writer")
             for (index, topic) in ["lpr/secret", "lpr/open"].enumerated() {
                 try await writer.send(
@@ -411,17 +410,17 @@ struct PersistentSessionAccessTests {
                 )
                 _ = try await writer.receive()
             }
-            let (reader, connack) = try await connectPersistent(port: broker.port, "reader-1", username: "reader")
+            let (again, connack) = try await connectPersistent(port: broker.port, "reader-1", username: "reader")
             #expect(connack.sessionPresent)
             var topics: [String] = []
-            while let packet = try? await reader.receive(within: 1) {
+            while let packet = try? await again.receive(within: 1) {
                 if case .publish(let publish) = packet {
                     topics.append(publish.topicName)
-                    try await reader.send(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!)))
+                    try await again.send(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier!)))
                 }
             }
             #expect(topics == ["lpr/open"])
-            await reader.close()
+            await again.close()
             await writer.close()
         }
     }

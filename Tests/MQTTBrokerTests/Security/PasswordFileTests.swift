@@ -63,10 +63,7 @@ struct PasswordFileTests {
         defer { folder.remove() }
         let passwords = folder.file("passwd")
         _ = try await runCapturingBoth("/usr/bin/mosquitto_passwd", ["-c", "-b", passwords, "backend", "b4ckend"])
-        try await BrokerProcess.with(
-            "listener {PORT} 127.0.0.1\nallow_anonymous false\npassword_file \(passwords)\n",
-            in: folder
-        ) { broker in
+        try await DatabusBrokerProcess.with(extraConfiguration: "allow_anonymous false\npassword_file \(passwords)\n") { broker in
             for version in ["mqttv311", "mqttv5"] {
                 let good = try await mosquittoPub([
                     "-p", "\(broker.port)", "-V", version, "-u", "backend", "-P", "b4ckend", "-t", "lpr/test", "-m", "x", "-q", "1",
@@ -154,10 +151,7 @@ struct PasswordFileTests {
         var file = PasswordFile()
         file.set("old", PasswordHash(hashing: Array("one".utf8), algorithm: .pbkdf2SHA512(iterations: 101)))
         try file.text.write(toFile: passwords, atomically: true, encoding: .utf8)
-        try await BrokerProcess.with(
-            "listener {PORT} 127.0.0.1\nallow_anonymous false\npassword_file \(passwords)\n",
-            in: folder
-        ) { broker in
+        try await DatabusBrokerProcess.with(extraConfiguration: "allow_anonymous false\npassword_file \(passwords)\n") { broker in
             var (connection, connack) = try await connectWithCredentials(port: broker.port, "a", username: "old", password: "one")
             #expect(connack.reasonCode == .success)
             await connection.close()

@@ -36,18 +36,10 @@ func connectWithCredentials(
     return (connection, connack)
 }
 
-/// Runs `program` and returns its exit status with what it wrote to stdout and stderr.
+/// Runs `program` and returns its exit status with what it wrote to stdout and stderr together.
 func runCapturingBoth(_ program: String, _ arguments: [String], timeout: Duration = .seconds(20)) async throws -> (status: Int32, output: String) {
-    let base = FileManager.default.temporaryDirectory.appendingPathComponent("databus-run-\(UUID().uuidString)").path
-    defer {
-        try? FileManager.default.removeItem(atPath: base + ".out")
-        try? FileManager.default.removeItem(atPath: base + ".err")
-    }
-    let child = try ChildProcess.spawn(program, arguments, outputPath: base + ".out", errorPath: base + ".err")
-    let status = await child.wait(timeout: timeout)
-    let output =
-        ((try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "") + ((try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
-    return (status, output)
+    let result = try await runProgramCollectingErrors(program, arguments, timeout: timeout)
+    return (result.status, result.output + result.errorOutput)
 }
 
 /// Runs mosquitto_pub with `arguments` and returns its exit status and output (both streams).
@@ -55,35 +47,10 @@ func mosquittoPub(_ arguments: [String]) async throws -> (status: Int32, output:
     try await runCapturingBoth("/usr/bin/mosquitto_pub", arguments)
 }
 
-/// A running `databus broker` process with a configuration file in `folder`.
-struct BrokerProcess {
-    let process: ChildProcess
-    let port: Int
-    let configurationFile: String
-
-    static func start(_ template: String, in folder: TemporaryDirectory) async throws -> BrokerProcess {
-        let file = folder.file("databus.conf")
-        let (process, port) = try await startBrokerProcess(configuration: template, file: file)
-        return BrokerProcess(process: process, port: port, configurationFile: file)
-    }
-
+extension DatabusBrokerProcess {
     /// SIGHUP, then a moment for the broker to re-read its files.
     func reload() async throws {
-        process.signal(SIGHUP)
+        signal(SIGHUP)
         try await Task.sleep(for: .milliseconds(400))
-    }
-
-    func stop() async { _ = await process.terminate() }
-
-    /// Starts a broker, runs `body`, and stops the broker by its PID however `body` ends.
-    static func with(_ template: String, in folder: TemporaryDirectory, _ body: (BrokerProcess) async throws -> Void) async throws {
-        let broker = try await start(template, in: folder)
-        do {
-            try await body(broker)
-        } catch {
-            await broker.stop()
-            throw error
-        }
-        await broker.stop()
     }
 }

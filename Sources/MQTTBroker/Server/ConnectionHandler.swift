@@ -33,10 +33,13 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let core: BrokerCore
     /// The configuration when the connection opened; a reload applies to later connections.
     private let snapshot: ConfigurationSnapshot
-    /// Read in place from the shared snapshot, never copied.
-    private var configuration: BrokerConfiguration {
-        _read { yield snapshot.value }
-    }
+    /// The shared configuration, for CONNECT and other rare moments.
+    private var configuration: BrokerConfiguration { snapshot.value }
+    /// What every PUBLISH consults, kept here: reading the shared snapshot on each message
+    /// would make every event loop touch the same reference counts.
+    private let maxTopicAlias: UInt16
+    private let retainAvailable: Bool
+    private let messageSizeLimit: Int
     private let listener: BrokerConfiguration.Listener
     private var state = State.awaitingConnect
     private var logger: Logger
@@ -48,7 +51,11 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     init(core: BrokerCore, listener: BrokerConfiguration.Listener) {
         self.core = core
-        self.snapshot = core.configurationSnapshot
+        let snapshot = core.configurationSnapshot
+        self.snapshot = snapshot
+        self.maxTopicAlias = snapshot.value.maxTopicAlias
+        self.retainAvailable = snapshot.value.retainAvailable
+        self.messageSizeLimit = snapshot.value.messageSizeLimit
         self.listener = listener
         self.logger = core.logger
     }
@@ -399,11 +406,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         var publish = publish
         core.statistics.received(publish.qos)
         if connected.version == .v5, let alias = publish.properties.topicAlias {
-            guard alias <= configuration.maxTopicAlias else {
+            guard alias <= maxTopicAlias else {
                 return closeConnection(
                     context,
                     reason: .topicAliasInvalid,
-                    why: "topic alias \(alias) above our maximum \(configuration.maxTopicAlias)"
+                    why: "topic alias \(alias) above our maximum \(maxTopicAlias)"
                 )
             }
             if publish.topicName.isEmpty {
@@ -415,7 +422,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 connected.topicAliases[alias] = publish.topicName
             }
         }
-        if publish.retain && !configuration.retainAvailable {
+        if publish.retain && !retainAvailable {
             return closeConnection(context, reason: .retainNotSupported, why: "retained PUBLISH while retain_available is false")
         }
         if core.checksAccess, let access = connected.session.access, !access.allows(.write, topic: publish.topicName) {
@@ -434,13 +441,13 @@ final class ConnectionHandler: ChannelInboundHandler {
 
         if core.store != nil, publish.qos != .atMostOnce, let identifier = publish.packetIdentifier,
             !publish.topicName.hasPrefix("$SYS"),
-            configuration.messageSizeLimit == 0 || publish.payload.readableBytes <= configuration.messageSizeLimit
+            messageSizeLimit == 0 || publish.payload.readableBytes <= messageSizeLimit
         {
             return publishDurably(publish, identifier: identifier, connected: connected, now: now)
         }
 
         var reason = ReasonCode.success
-        if configuration.messageSizeLimit > 0 && publish.payload.readableBytes > configuration.messageSizeLimit {
+        if messageSizeLimit > 0 && publish.payload.readableBytes > messageSizeLimit {
             reason = .quotaExceeded
             core.statistics.dropped(.tooLarge)
             logger.notice("dropping a message over message_size_limit", metadata: ["topic": "\(publish.topicName)"])

@@ -98,6 +98,25 @@ final class SecurityPolicy: Sendable {
         return .accepted(username: request.username, method: "anonymous")
     }
 
+    /// The hash `username` has in the password file of `listener`, if any.
+    func passwordHash(on listener: BrokerConfiguration.Listener, _ configuration: BrokerConfiguration, username: String) -> PasswordHash? {
+        material(on: listener, configuration).passwordFile?.hash(for: username)
+    }
+
+    /// Whether a client admitted earlier would still be admitted: mosquitto re-checks on
+    /// reload, and so do we for password-file users (same hash) and anonymous clients.
+    func stillAdmits(_ identity: Session.Identity, on listener: BrokerConfiguration.Listener, _ configuration: BrokerConfiguration) -> Bool {
+        switch identity.method {
+        case "password_file":
+            guard let username = identity.username else { return false }
+            return passwordHash(on: listener, configuration, username: username) == identity.credential
+        case "anonymous":
+            return configuration.allowsAnonymous(on: listener)
+        default:
+            return true
+        }
+    }
+
     /// The rules for one client, or nil when its listener has no ACL (everything allowed).
     func access(
         on listener: BrokerConfiguration.Listener,

@@ -73,6 +73,14 @@ final class BrokerCore: Sendable {
             guard let listener = configuration.listeners.first(where: { $0.port == identity.port && $0.address == identity.address }) else {
                 continue
             }
+            if session.isConnected && !policy.stillAdmits(identity, on: listener, configuration) {
+                logger.notice(
+                    "disconnecting: the reloaded configuration no longer admits this client",
+                    metadata: ["client": "\(session.clientID)", "user": "\(identity.username ?? "-")", "auth": "\(identity.method)"]
+                )
+                session.closeConnection(reason: .notAuthorized)
+                continue
+            }
             session.access = policy.access(on: listener, configuration, username: identity.username, clientID: session.clientID)
             session.dropUnreadable()
         }

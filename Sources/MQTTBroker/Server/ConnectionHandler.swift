@@ -290,7 +290,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let (session, present) = core.openSession(clientID: clientID, cleanStart: connect.cleanStart)
         session.expiryInterval = sessionExpiry
-        session.identity = Session.Identity(username: username, port: listener.port, address: listener.address)
+        session.identity = Session.Identity(
+            username: username,
+            port: listener.port,
+            address: listener.address,
+            method: method,
+            credential: method == "password_file" ? username.flatMap { core.policy.passwordHash(on: listener, configuration, username: $0) } : nil
+        )
         session.access = access
         if present && access != nil { session.dropUnreadable() }
         if let store = core.store {

@@ -69,6 +69,10 @@ final class Session: @unchecked Sendable {
         var username: String?
         var port: Int
         var address: String?
+        /// How the client got in ("password_file", "anonymous", "jwt", "certificate", ...).
+        var method: String
+        /// For "password_file": the hash its password matched, to notice a change on reload.
+        var credential: PasswordHash?
     }
     private var limits: Limits
     private let statistics: BrokerStatistics
@@ -298,6 +302,13 @@ final class Session: @unchecked Sendable {
     var hasEnded: Bool { lock.withLock { ended } }
 
     /// Closes the current connection, if any, telling a 5.0 client `reason`.
+    /// Closes the client's connection (5.0: DISCONNECT with `reason`) while the session stays
+    /// its own: the connection then ends as any lost connection does (will, expiry).
+    func closeConnection(reason: ReasonCode) {
+        let outlet = lock.withLock { self.outlet }
+        outlet?.close(reason: reason)
+    }
+
     func disconnectClient(reason: ReasonCode) {
         let outlet = lock.withLock { () -> SessionOutlet? in
             defer { self.outlet = nil }

@@ -1,5 +1,6 @@
 import DatabusTestSupport
 import Foundation
+import Logging
 import MQTTBroker
 import MQTTCore
 import NIOCore
@@ -143,23 +144,31 @@ struct PasswordFileTests {
         #expect(deleteMissing.output.contains("not in"))
     }
 
-    @Test("SIGHUP re-reads the password file: a new user gets in, a removed one no longer does")
+    @Test("SIGHUP re-reads the password file: a new user gets in, a removed one is disconnected and no longer gets in")
     func reload() async throws {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
         let passwords = folder.file("passwd")
         var file = PasswordFile()
         file.set("old", PasswordHash(hashing: Array("one".utf8), algorithm: .pbkdf2SHA512(iterations: 101)))
+        file.set("kept", PasswordHash(hashing: Array("three".utf8), algorithm: .pbkdf2SHA512(iterations: 101)))
         try file.text.write(toFile: passwords, atomically: true, encoding: .utf8)
         try await DatabusBrokerProcess.with(extraConfiguration: "allow_anonymous false\npassword_file \(passwords)\n") { broker in
             var (connection, connack) = try await connectWithCredentials(port: broker.port, "a", username: "old", password: "one")
             #expect(connack.reasonCode == .success)
-            await connection.close()
+            let (kept, keptConnack) = try await connectWithCredentials(port: broker.port, "k", username: "kept", password: "three")
+            #expect(keptConnack.reasonCode == .success)
 
             file.remove("old")
             file.set("new", PasswordHash(hashing: Array("two".utf8), algorithm: .sha512))
             try file.text.write(toFile: passwords, atomically: true, encoding: .utf8)
             try await broker.reload()
+            // As in mosquitto, a connected client whose user is gone is disconnected; others stay.
+            try await connection.expectNext(.disconnect(DisconnectPacket(reasonCode: .notAuthorized)))
+            await connection.close()
+            try await kept.send(.pingreq)
+            try await kept.expectNext(.pingresp)
+            await kept.close()
             (connection, connack) = try await connectWithCredentials(port: broker.port, "b", username: "new", password: "two")
             #expect(connack.reasonCode == .success)
             await connection.close()
@@ -174,5 +183,32 @@ struct PasswordFileTests {
             #expect(connack.reasonCode == .success)
             await connection.close()
         }
+    }
+}
+
+@Suite("Reload and connected clients")
+struct ReloadAdmissionTests {
+    @Test("allow_anonymous turned off by a reload disconnects anonymous clients (v5 DISCONNECT 0x87), as mosquitto does")
+    func anonymousDisconnected() async throws {
+        var configuration = BrokerConfiguration.testing()
+        let broker = MQTTBroker(configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let port = try await broker.start()[0].port!
+        do {
+            let (v5, _) = try await connectWithCredentials(port: port, "anon-5")
+            let (v3, _) = try await connectWithCredentials(port: port, "anon-3", version: .v3_1_1)
+            configuration.allowAnonymous = false
+            _ = try await broker.reload(configuration)
+            try await v5.expectNext(.disconnect(DisconnectPacket(reasonCode: .notAuthorized)))
+            // 3.1.1 has no DISCONNECT from the server: the connection just closes.
+            var outcome = ""
+            do { _ = try await v3.receive(within: 5) } catch { outcome = "\(error)" }
+            #expect(outcome.contains("connection closed"), "\(outcome)")
+            await v5.close()
+            await v3.close()
+        } catch {
+            await broker.shutdown()
+            throw error
+        }
+        await broker.shutdown()
     }
 }

@@ -39,7 +39,7 @@ struct ExitCodeTests {
 
     @Test("a wrong password is refused with the broker's code as exit status and a clear message", arguments: ["mqttv311", "mqttv5"])
     func refusedConnection(version: String) async throws {
-        try await AuthenticationTests.withPasswordBroker { broker in
+        try await AuthenticationTests.withPasswordBroker(.mosquitto) { broker in
             try await CommandRunner.with { runner in
                 let connection = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-V", version, "-u", "camera-17"]
                 let subscribe = connection + ["-P", "wrong", "-t", "lprserver/#"]

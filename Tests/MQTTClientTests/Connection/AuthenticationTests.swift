@@ -4,23 +4,24 @@ import MQTTCore
 import NIOCore
 import Testing
 
-/// User name and password against mosquitto's password file.
-@Suite("Authentication against mosquitto", .serialized, .timeLimit(.minutes(2)))
+/// User name and password against a password file made by mosquitto_passwd, in mosquitto and
+/// in databus broker.
+@Suite("Authentication with a password file", .serialized, .timeLimit(.minutes(2)))
 struct AuthenticationTests {
-    /// Starts mosquitto that accepts only `camera-17` / `s3cret` from its password file.
-    static func withPasswordBroker(_ body: (Mosquitto) async throws -> Void) async throws {
+    /// Starts a broker that accepts only `camera-17` / `s3cret` from its password file.
+    static func withPasswordBroker(_ kind: TestBrokerKind, _ body: (any TestBroker) async throws -> Void) async throws {
         let directory = try TemporaryDirectory(prefix: "databus-passwords")
         defer { directory.remove() }
         let passwordFile = directory.file("passwords")
         let created = try await runProgram("mosquitto_passwd", ["-b", "-c", passwordFile, "camera-17", "s3cret"])
         #expect(created.status == 0)
         try directory.makeReadable("passwords")
-        try await Mosquitto.with(extraConfiguration: "allow_anonymous false\npassword_file \(passwordFile)", body)
+        try await kind.with(extraConfiguration: "allow_anonymous false\npassword_file \(passwordFile)", body)
     }
 
-    @Test("the right password connects and publishes", arguments: [MQTTProtocolVersion.v3_1_1, .v5])
-    func rightPassword(version: MQTTProtocolVersion) async throws {
-        try await Self.withPasswordBroker { broker in
+    @Test("the right password connects and publishes", arguments: TestBrokerKind.allCases, [MQTTProtocolVersion.v3_1_1, .v5])
+    func rightPassword(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await Self.withPasswordBroker(kind) { broker in
             var configuration = MQTTClient.Configuration.test(broker, id: "camera-17", version: version)
             configuration.username = "camera-17"
             configuration.password = Array("s3cret".utf8)
@@ -31,9 +32,9 @@ struct AuthenticationTests {
         }
     }
 
-    @Test("a wrong password or none is refused with the broker's reason code", arguments: [MQTTProtocolVersion.v3_1_1, .v5])
-    func wrongPassword(version: MQTTProtocolVersion) async throws {
-        try await Self.withPasswordBroker { broker in
+    @Test("a wrong password or none is refused with the broker's reason code", arguments: TestBrokerKind.allCases, [MQTTProtocolVersion.v3_1_1, .v5])
+    func wrongPassword(kind: TestBrokerKind, version: MQTTProtocolVersion) async throws {
+        try await Self.withPasswordBroker(kind) { broker in
             for password in ["wrong", nil] as [String?] {
                 var configuration = MQTTClient.Configuration.test(broker, id: "camera-17", version: version)
                 configuration.username = password == nil ? nil : "camera-17"

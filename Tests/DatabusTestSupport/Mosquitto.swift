@@ -152,17 +152,3 @@ public struct InteropError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
-
-extension Mosquitto {
-    /// Starts mosquitto, runs `body` with it, and stops it by PID however `body` ends.
-    public static func with(extraConfiguration: String = "", _ body: (Mosquitto) async throws -> Void) async throws {
-        let broker = try await start(extraConfiguration: extraConfiguration)
-        do {
-            try await body(broker)
-        } catch {
-            await broker.stop()
-            throw error
-        }
-        await broker.stop()
-    }
-}

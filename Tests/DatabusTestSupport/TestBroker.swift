@@ -15,6 +15,22 @@ public protocol TestBroker: Sendable {
     func restart() async throws
     /// Stops it and removes its folder.
     func stop() async
+    /// Starts one on a free port with `extraConfiguration` (mosquitto.conf lines) added.
+    static func start(extraConfiguration: String) async throws -> Self
+}
+
+extension TestBroker {
+    /// Starts a broker, runs `body` with it, and stops it by PID however `body` ends.
+    public static func with(extraConfiguration: String = "", _ body: (Self) async throws -> Void) async throws {
+        let broker = try await start(extraConfiguration: extraConfiguration)
+        do {
+            try await body(broker)
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
 }
 
 /// Waits until `process` itself (not another one that holds the same port) listens on
@@ -163,18 +179,4 @@ public final class DatabusBrokerProcess: TestBroker, @unchecked Sendable {
 
     /// The configuration file, to change before a SIGHUP.
     public var configurationFile: String { configurationPath }
-}
-
-extension DatabusBrokerProcess {
-    /// Starts `databus broker`, runs `body` with it, and stops it however `body` ends.
-    public static func with(extraConfiguration: String = "", _ body: (DatabusBrokerProcess) async throws -> Void) async throws {
-        let broker = try await start(extraConfiguration: extraConfiguration)
-        do {
-            try await body(broker)
-        } catch {
-            await broker.stop()
-            throw error
-        }
-        await broker.stop()
-    }
 }

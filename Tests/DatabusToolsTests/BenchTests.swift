@@ -18,18 +18,24 @@ struct BenchTests {
         return try await BenchRunner(configuration: configuration).run()
     }
 
-    @Test("fan-in at QoS 1 and QoS 2, both protocol versions: nothing lost, duplicated or reordered", arguments: [
-        (QoS.atLeastOnce, MQTTProtocolVersion.v3_1_1), (.exactlyOnce, .v5),
-    ])
+    @Test(
+        "fan-in at QoS 1 and QoS 2, both protocol versions: nothing lost, duplicated or reordered",
+        arguments: [
+            (QoS.atLeastOnce, MQTTProtocolVersion.v3_1_1), (.exactlyOnce, .v5),
+        ]
+    )
     func fanIn(qos: QoS, version: MQTTProtocolVersion) async throws {
         try await Mosquitto.with(extraConfiguration: "max_queued_messages 1000000\n") { mosquitto in
-            let report = try await run({
-                $0.scenario = .fanin
-                $0.qos = qos
-                $0.version = version
-                $0.publishers = 3
-                $0.inflight = 8
-            }, against: mosquitto)
+            let report = try await run(
+                {
+                    $0.scenario = .fanin
+                    $0.qos = qos
+                    $0.version = version
+                    $0.publishers = 3
+                    $0.inflight = 8
+                },
+                against: mosquitto
+            )
             #expect(report.sent > 0)
             #expect(report.expected == report.sent)
             #expect(report.received == report.sent)
@@ -43,30 +49,39 @@ struct BenchTests {
     @Test("fan-out and pairs count each subscriber's copy; a fixed rate never sends more than it asked")
     func fanOutPairsAndRate() async throws {
         try await Mosquitto.with(extraConfiguration: "max_queued_messages 1000000\n") { mosquitto in
-            let fanout = try await run({
-                $0.scenario = .fanout
-                $0.qos = .atLeastOnce
-                $0.subscribers = 4
-            }, against: mosquitto)
+            let fanout = try await run(
+                {
+                    $0.scenario = .fanout
+                    $0.qos = .atLeastOnce
+                    $0.subscribers = 4
+                },
+                against: mosquitto
+            )
             #expect(fanout.publishers == 1 && fanout.subscribers == 4)
             #expect(fanout.expected == fanout.sent * 4)
             #expect(fanout.lost == 0)
 
-            let pairs = try await run({
-                $0.scenario = .pairs
-                $0.qos = .atLeastOnce
-                $0.publishers = 3
-            }, against: mosquitto)
+            let pairs = try await run(
+                {
+                    $0.scenario = .pairs
+                    $0.qos = .atLeastOnce
+                    $0.publishers = 3
+                },
+                against: mosquitto
+            )
             #expect(pairs.subscribers == 3)
             #expect(pairs.expected == pairs.sent && pairs.lost == 0)
 
-            let paced = try await run({
-                $0.scenario = .fanin
-                $0.qos = .atLeastOnce
-                $0.publishers = 2
-                $0.rate = 200
-                $0.duration = .seconds(1)
-            }, against: mosquitto)
+            let paced = try await run(
+                {
+                    $0.scenario = .fanin
+                    $0.qos = .atLeastOnce
+                    $0.publishers = 2
+                    $0.rate = 200
+                    $0.duration = .seconds(1)
+                },
+                against: mosquitto
+            )
             // 2 publishers × 200 msg/s × 1 s: never more (a loaded machine may send fewer).
             #expect(paced.sent > 0 && paced.sent <= 440, "\(paced.sent)")
             #expect(paced.lost == 0)
@@ -76,11 +91,14 @@ struct BenchTests {
     @Test("conns holds idle connections and reads the broker's memory")
     func connections() async throws {
         try await Mosquitto.with { mosquitto in
-            let report = try await run({
-                $0.scenario = .conns
-                $0.connections = 300
-                $0.duration = .milliseconds(100)
-            }, against: mosquitto)
+            let report = try await run(
+                {
+                    $0.scenario = .conns
+                    $0.connections = 300
+                    $0.duration = .milliseconds(100)
+                },
+                against: mosquitto
+            )
             #expect(report.connections == 300)
             #expect(report.bytesPerConnection != nil)
         }

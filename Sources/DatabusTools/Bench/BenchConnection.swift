@@ -155,7 +155,6 @@ struct SubscriberTally: Sendable {
     var received = 0
     var duplicates = 0
     var reordered = 0
-    var latencies: [UInt64] = []
     var lastReceive: UInt64 = 0
     /// Unique messages per publisher.
     var unique: [Int] = []
@@ -175,15 +174,14 @@ final class BenchSubscriber: ChannelInboundHandler, @unchecked Sendable {
     /// Per publisher: a bit per sequence number seen, and the highest seen.
     private var seen: [[UInt64]] = []
     private var highest: [UInt64] = []
-    /// Latencies in microseconds, recorded in blocks to keep the hot path cheap.
-    private var histogram: LatencyRecorder
+    /// Latencies, in microseconds.
+    private var histogram = LatencyRecorder()
 
     init(filter: String, configuration: BenchConfiguration, ready: EventLoopPromise<Void>) {
         self.filter = filter
         self.qos = configuration.qos
         self.version = configuration.version
         self.ready = ready
-        self.histogram = LatencyRecorder()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -47,7 +47,6 @@ public struct BenchRunner: Sendable {
 
     /// Opens a connection with `handler` at the end of its pipeline and sends CONNECT.
     private func open(
-        _ group: MultiThreadedEventLoopGroup,
         on loop: any EventLoop,
         clientID: String,
         ssl: NIOSSLContext?,
@@ -125,7 +124,7 @@ public struct BenchRunner: Sendable {
             let loop = group.next()
             let ready = loop.makePromise(of: Void.self)
             let handler = BenchSubscriber(filter: filter, configuration: configuration, ready: ready)
-            let channel = try await open(group, on: loop, clientID: "bench-sub-\(run)-\(index)", ssl: ssl) { handler }
+            let channel = try await open(on: loop, clientID: "bench-sub-\(run)-\(index)", ssl: ssl) { handler }
             try await withTimeout(ready.futureResult, "subscriber \(index) did not get its SUBACK")
             subscribers.append((channel, handler))
         }
@@ -133,7 +132,7 @@ public struct BenchRunner: Sendable {
             let loop = group.next()
             let connected = loop.makePromise(of: Void.self)
             let handler = BenchPublisher(index: index, topic: topic, configuration: configuration, connected: connected)
-            let channel = try await open(group, on: loop, clientID: "bench-pub-\(run)-\(index)", ssl: ssl) { handler }
+            let channel = try await open(on: loop, clientID: "bench-pub-\(run)-\(index)", ssl: ssl) { handler }
             try await withTimeout(connected.futureResult, "publisher \(index) did not get its CONNACK")
             publishers.append((channel, handler))
         }
@@ -226,7 +225,7 @@ public struct BenchRunner: Sendable {
                     tasks.addTask {
                         let loop = group.next()
                         let connected = loop.makePromise(of: Void.self)
-                        let channel = try await open(group, on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: 0) {
+                        let channel = try await open(on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: 0) {
                             BenchIdleClient(connected: connected)
                         }
                         try await withTimeout(connected.futureResult, "connection \(index) did not get its CONNACK")
@@ -276,8 +275,6 @@ public struct BenchRunner: Sendable {
     // MARK: Helpers
 
     private func withTimeout(_ future: EventLoopFuture<Void>, _ message: String) async throws {
-        let timeout = future.eventLoop.scheduleTask(in: .seconds(10)) {}
-        defer { timeout.cancel() }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await future.get() }
             tasks.addTask {

@@ -142,11 +142,14 @@ public struct AccessControlList: Sendable, Hashable {
 public struct ClientAccess: Sendable, Hashable {
     private struct Compiled: Sendable, Hashable {
         var access: TopicAccess
+        /// Matched against topic names with MQTTCore's byte-wise matcher, as the router does.
+        var filter: String
+        /// The filter's levels, for comparing it with a subscription's filter.
         var levels: [ArraySlice<UInt8>]
     }
 
-    /// A topic or filter's levels as bytes: matching is byte-wise, as the router's is, so no
-    /// two spellings of a text that Swift calls equal can slip past a rule.
+    /// A filter's levels as bytes, so that no two spellings of a text that Swift calls equal
+    /// can slip past a rule.
     static func levels(_ text: String) -> [ArraySlice<UInt8>] {
         Array(text.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
     }
@@ -158,16 +161,15 @@ public struct ClientAccess: Sendable, Hashable {
     private let denials: [Compiled]
 
     init(rules: [AccessControlList.Rule]) {
-        let compiled = rules.map { Compiled(access: $0.access, levels: Self.levels($0.filter)) }
+        let compiled = rules.map { Compiled(access: $0.access, filter: $0.filter, levels: Self.levels($0.filter)) }
         grants = compiled.filter { !$0.access.isEmpty }
         denials = compiled.filter { $0.access.isEmpty }
     }
 
     /// Whether a message on `topic` may be published (`.write`) or received (`.read`).
     public func allows(_ access: TopicAccess, topic: String) -> Bool {
-        let levels = Self.levels(topic)
-        for denial in denials where Self.filter(denial.levels, matches: levels) { return false }
-        for grant in grants where grant.access.isSuperset(of: access) && Self.filter(grant.levels, matches: levels) {
+        for denial in denials where TopicFilter.matches(denial.filter, name: topic) { return false }
+        for grant in grants where grant.access.isSuperset(of: access) && TopicFilter.matches(grant.filter, name: topic) {
             return true
         }
         return false
@@ -183,23 +185,6 @@ public struct ClientAccess: Sendable, Hashable {
             return true
         }
         return false
-    }
-
-    /// Topic matching with `$` topics kept away from leading wildcards.
-    static func filter(_ filter: [ArraySlice<UInt8>], matches topic: [ArraySlice<UInt8>]) -> Bool {
-        if topic.first?.first == UInt8(ascii: "$"), let head = filter.first, head == plus || head == hash {
-            return false
-        }
-        var index = 0
-        while index < filter.count {
-            let level = filter[index]
-            if level == hash { return true }
-            guard index < topic.count else { return false }
-            if level != plus && level != topic[index] { return false }
-            index += 1
-        }
-        // "a/#" also matches "a": the loop returned at the "#".
-        return index == topic.count
     }
 
     /// Whether every topic `inner` can match is matched by `outer`.

@@ -40,14 +40,14 @@ final class JWTVerifier: Sendable {
                         throw failure(path, "an ES256 key, but jwt_algorithms does not list ES256")
                     }
                     let keys = keysByAlgorithm["ES256"] ?? JWTKeyCollection()
-                    await keys.add(ecdsa: key, kid: JWKIdentifier(string: "es256-\(keysByAlgorithm.count)-\(path.hashValue)"))
+                    await keys.add(ecdsa: key, kid: JWKIdentifier(string: path))
                     keysByAlgorithm["ES256"] = keys
                 } else if let key = try? Insecure.RSA.PublicKey(pem: text) {
                     guard settings.algorithms.contains("RS256") else {
                         throw failure(path, "an RSA key, but jwt_algorithms does not list RS256")
                     }
                     let keys = keysByAlgorithm["RS256"] ?? JWTKeyCollection()
-                    await keys.add(rsa: key, digestAlgorithm: .sha256, kid: JWKIdentifier(string: "rs256-\(path.hashValue)"))
+                    await keys.add(rsa: key, digestAlgorithm: .sha256, kid: JWKIdentifier(string: path))
                     keysByAlgorithm["RS256"] = keys
                 } else {
                     throw failure(path, "not a P-256 or RSA (2048 bits or more) public key in PEM")
@@ -63,7 +63,7 @@ final class JWTVerifier: Sendable {
                     throw failure(path, "an HS256 secret must be at least 32 bytes, this one has \(secret.count)")
                 }
                 let keys = keysByAlgorithm["HS256"] ?? JWTKeyCollection()
-                await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: JWKIdentifier(string: "hs256-\(path.hashValue)"))
+                await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: JWKIdentifier(string: path))
                 keysByAlgorithm["HS256"] = keys
             }
         }

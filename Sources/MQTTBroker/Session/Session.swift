@@ -190,8 +190,8 @@ final class Session: @unchecked Sendable {
     /// - Returns: how many were dropped.
     @discardableResult
     func dropUnreadable() -> Int {
-        guard let access else { return 0 }
-        return lock.withLock {
+        lock.withLock {
+            guard let access = accessStorage else { return 0 }
             let before = queue.count
             var kept = Deque<Queued>()
             for item in queue {

@@ -34,6 +34,7 @@ public final class LPRServer: Service, Sendable {
     /// Whether this instance holds the lease to publish the periodic system topics.
     let isSystemPublisher = NIOLockedValueBox(false)
     let logLimiter = NIOLockedValueBox<(windowStart: Date, count: Int)>((Date(), 0))
+    let stopRequested = NIOLockedValueBox(false)
 
     /// - Parameters:
     ///   - configuration: broker, session and rules.
@@ -59,23 +60,34 @@ public final class LPRServer: Service, Sendable {
 
     /// Connects, subscribes, and serves until graceful shutdown or cancellation.
     public func run() async throws {
-        let stop = NIOLockedValueBox(false)
         try await withGracefulShutdownHandler {
-            try await serve(stop: stop)
+            try await serve(stop: stopRequested)
         } onGracefulShutdown: {
-            stop.withLockedValue { $0 = true }
-            Task {
-                // Said before the connection closes; the will covers crashes only.
-                _ = try? await self.client.enqueue(
-                    topic: LPRTopic.systemStatus.name,
-                    payload: ByteBuffer(string: "offline"),
-                    qos: .atLeastOnce,
-                    retain: true
-                )
-                try? await Task.sleep(for: .milliseconds(200))
-                await self.client.disconnect()
+            Task { await self.shutdown() }
+        }
+    }
+
+    /// Stops gracefully: says `offline` on `lprserver/system/status` (the will covers crashes
+    /// only), disconnects, and lets ``run()`` return. Detections received and not yet stored
+    /// are not acknowledged: the broker delivers them again next time.
+    public func shutdown() async {
+        stopRequested.withLockedValue { $0 = true }
+        if case .connected = client.state {
+            if let ticket = try? await client.enqueue(
+                topic: LPRTopic.systemStatus.name,
+                payload: ByteBuffer(string: "offline"),
+                qos: .atLeastOnce,
+                retain: true
+            ) {
+                _ = try? await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { _ = try await ticket.result() }
+                    group.addTask { try await Task.sleep(for: .seconds(2)) }
+                    try await group.next()
+                    group.cancelAll()
+                }
             }
         }
+        await client.disconnect()
     }
 
     private func serve(stop: NIOLockedValueBox<Bool>) async throws {

@@ -54,11 +54,12 @@ func withLPRServer(
         try await withDeadline(.seconds(20), "the LPR server to be ready") { try await server.waitUntilReady() }
         try await body(LPRServerHarness(broker: broker, server: server, repository: store, directory: directory))
     } catch {
+        await server.shutdown()
         running.cancel()
         _ = await running.result
         throw error
     }
-    running.cancel()
+    await server.shutdown()
     _ = await running.result
 }
 

@@ -13,7 +13,7 @@ struct Databus: AsyncParsableCommand {
             """,
         version: DatabusVersion.current,
         subcommands: [
-            BrokerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self, PasswdCommand.self,
+            BrokerCommand.self, ServerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self, PasswdCommand.self,
             BenchCommand.self,
         ]
     )

@@ -23,7 +23,7 @@ import SystemPackage
 /// | MQTT version | `MQTT_PROTOCOL_VERSION` (`5` or `3.1.1`) | 5 |
 /// | store | `LPR_DATABASE` (`sqlite:PATH` or `postgres://...`) | `sqlite:./databus-data/lpr.sqlite` |
 /// | shared subscription group | `LPR_SHARE_GROUP` | none |
-/// | session expiry (s) | `LPR_SESSION_EXPIRY` | 86400 |
+/// | session expiry (s) | `LPR_SESSION_EXPIRY` | 86400; 0 with a share group |
 /// | camera health interval (s) | `LPR_HEALTH_INTERVAL` | 30 (offline after 3 silent intervals) |
 /// | retention | `LPR_RETENTION_DAYS`, `LPR_RETENTION_MAX_DETECTIONS` | 90 days, no count limit |
 /// | watch-list edit distance | `LPR_WATCHLIST_MAX_DISTANCE` | 1 |
@@ -140,7 +140,12 @@ public struct LPRServerSettings: Sendable {
         if let group = configuration.shareGroup, group.isEmpty || group.contains(where: { "/+#".contains($0) }) {
             throw Invalid(variable: variable(for: "lpr.share.group"), value: group, expected: "a name without '/', '+' or '#'")
         }
-        configuration.sessionExpiry = .seconds(try read.int("lpr.session.expiry", in: 0...Int(UInt32.max)) ?? 86_400)
+        // Behind a shared group a member's session ends with its connection: brokers such as
+        // mosquitto keep handing a disconnected persistent member its share of the traffic,
+        // which would then wait for that member to return. Cameras re-sending unacknowledged
+        // detections (as `databus camera` does) give the at-least-once there.
+        let defaultExpiry = configuration.shareGroup == nil ? 86_400 : 0
+        configuration.sessionExpiry = .seconds(try read.int("lpr.session.expiry", in: 0...Int(UInt32.max)) ?? defaultExpiry)
         let healthInterval = try read.double("lpr.health.interval", in: 0.1...86_400) ?? 30
         configuration.cameraHealth.staleAfter = .milliseconds(Int64(healthInterval * 3000))
         if let days = try read.double("lpr.retention.days", in: 0...36_500) {

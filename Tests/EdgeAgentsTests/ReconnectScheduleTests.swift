@@ -52,6 +52,7 @@ struct ReconnectScheduleTests {
             brokerPort: try await Mosquitto.freePort(),
             webPort: try await Mosquitto.freePort(),
             tls: nil,
+            httpTimeout: .milliseconds(200),
             version: "test",
             healthFile: nil
         )

@@ -189,9 +189,11 @@ public final class Gateway: Sendable {
 
     private func publishStates() async {
         var periodic: Task<Void, Never>?
+        var started = false
         for await state in client.states {
             switch state {
             case .connected:
+                started = true
                 logger.info("connected", metadata: ["broker": "\(options.brokerHost):\(options.brokerPort)"])
                 periodic?.cancel()
                 periodic = Task {
@@ -201,9 +203,12 @@ public final class Gateway: Sendable {
                     }
                 }
             case .stopped:
+                // The first state may be the stopped of a client not yet started.
+                guard started else { continue }
                 periodic?.cancel()
                 return
             default:
+                started = true
                 periodic?.cancel()
                 periodic = nil
             }

@@ -141,15 +141,20 @@ public final class PipelinePublisher: Sendable {
             }
         }
         let watcher = Task {
+            var started = false
             for await state in client.states {
                 switch state {
                 case .connected:
+                    started = true
                     window.setOpen(false)
                     logger.info("connected", metadata: ["broker": "\(options.host):\(options.port)"])
                 case .stopped:
+                    // The first state may be the stopped of a client not yet started.
+                    guard started else { continue }
                     window.setOpen(true)
                     return
                 default:
+                    started = true
                     window.setOpen(true)
                 }
             }

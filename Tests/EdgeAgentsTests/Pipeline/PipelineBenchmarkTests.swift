@@ -15,7 +15,7 @@ private struct FixedFrame: FrameSource {
 /// only that every frame was published (no timed assertion).
 @Suite("Pipeline throughput (benchmark)", .serialized, .timeLimit(.minutes(5)))
 struct PipelineBenchmarkTests {
-    static let frames = 400
+    static let frames = 2000
 
     @Test("100 KB frames at QoS 0 and 1: frames/s printed", arguments: BrokerKind.allCases, [QoS.atMostOnce, .atLeastOnce])
     func throughput(broker kind: BrokerKind, qos: QoS) async throws {

@@ -94,7 +94,7 @@ final class PahoSubscriber: Sendable {
                     image = Image.open(io.BytesIO(jpeg))
                     image.load()
                     entry["image"] = {"width": image.width, "height": image.height, "format": image.format,
-                                      "sha256": hashlib.sha256(jpeg).hexdigest(), "pixel": list(image.convert("RGB").getpixel((30, 20)))}
+                                      "sha256": hashlib.sha256(jpeg).hexdigest(), "pixel": list(image.convert("RGB").getpixel((100, 100)))}
                     entry["metadata_text"] = text[1:text.rindex(',"')]
                 else:
                     entry["metadata"] = document

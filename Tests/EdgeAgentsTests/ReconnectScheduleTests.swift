@@ -29,7 +29,12 @@ struct ReconnectScheduleTests {
     func pipeline() async throws {
         let clock = ManualClock()
         let options = PipelinePublisher.Options(host: "127.0.0.1", port: try await Mosquitto.freePort(), queueMessages: 3)
-        let publisher = try PipelinePublisher(configuration: PipelineConfiguration(qos: .atLeastOnce), options: options, clock: clock, logger: Self.quiet)
+        let publisher = try PipelinePublisher(
+            configuration: PipelineConfiguration(qos: .atLeastOnce),
+            options: options,
+            clock: clock,
+            logger: Self.quiet
+        )
         let (lines, input) = AsyncStream<String>.makeStream()
         let run = Task { try await publisher.run(metadata: lines, frames: nil) }
         for id in 0..<10 { input.yield(#"{"frame_id":\#(id)}"#) }

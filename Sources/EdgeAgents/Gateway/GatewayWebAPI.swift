@@ -61,10 +61,12 @@ public struct GatewayWebAPI: Sendable {
     /// The gateway's serial number: `serialNumber` from `GET /api/crypto`.
     public func serialNumber() async throws(GatewayAPIError) -> String {
         let crypto = try await json(.GET, "/api/crypto")
-        guard let serial = crypto["serialNumber"]?.stringValue ?? crypto["serialNumber"].flatMap({ value -> String? in
-            if case .number(let text) = value { return text }
-            return nil
-        }), !serial.isEmpty
+        guard
+            let serial = crypto["serialNumber"]?.stringValue
+                ?? crypto["serialNumber"].flatMap({ value -> String? in
+                    if case .number(let text) = value { return text }
+                    return nil
+                }), !serial.isEmpty
         else {
             throw GatewayAPIError("GET /api/crypto answered without a serialNumber: \(crypto.serialized.prefix(200))")
         }

@@ -25,7 +25,9 @@ struct ModbusRequestTests {
 
     @Test("function code 4 reads input registers; scale factors keep their form; odd characters are escaped")
     func readInputRegisters() throws {
-        let request = try request(#"{"function_code":4,"device_id":"A b&c","address":7,"size":2,"type":"S32","endianess":"little","scale_factor":0.10}"#)
+        let request = try request(
+            #"{"function_code":4,"device_id":"A b&c","address":7,"size":2,"type":"S32","endianess":"little","scale_factor":0.10}"#
+        )
         #expect(
             request.pathAndQuery
                 == "/api/inverter/modbus?device_id=A%20b%26c&function_code=4&address=7&size=2&type=S32&endianess=little&scale_factor=0.10"

@@ -21,7 +21,8 @@ struct PipelineBenchmarkTests {
     func throughput(broker kind: BrokerKind, qos: QoS) async throws {
         var generator = SystemRandomNumberGenerator()
         let jpeg = [0xFF, 0xD8] + (0..<(100 * 1024 - 4)).map { _ in UInt8.random(in: 0...255, using: &generator) } + [0xFF, 0xD9]
-        let line = #"{"objects":[{"detection":{"confidence":0.9,"label":"car","label_id":2},"x":1,"y":2,"w":3,"h":4}],"resolution":{"height":480,"width":640},"timestamp":2}"#
+        let line =
+            #"{"objects":[{"detection":{"confidence":0.9,"label":"car","label_id":2},"x":1,"y":2,"w":3,"h":4}],"resolution":{"height":480,"width":640},"timestamp":2}"#
         try await kind.with { broker in
             let publisher = try PipelinePublisher(
                 configuration: PipelineConfiguration(publishFrame: true, qos: qos),

@@ -11,7 +11,8 @@ struct PipelineCommandTests {
     /// DL Streamer metadata for frame `id`: a person and a car; numbers in several forms.
     static func dlstreamerLine(_ id: Int, withFrameID: Bool = true) -> String {
         let frame = withFrameID ? #","frame_id":\#(id)"# : ""
-        return #"{"objects":[{"detection":{"bounding_box":{"x_max":0.5,"x_min":0.1,"y_max":0.9,"y_min":0.2},"confidence":0.9,"label":"person","label_id":1},"h":100,"roi_type":"person","w":50,"x":10,"y":20},{"detection":{"confidence":0.30,"label":"car","label_id":2},"roi_type":"car","x":300,"y":200}],"resolution":{"height":240,"width":320},"timestamp":2,"tags":{"site":"gate 1","ratio":1.0}\#(frame)}"#
+        return
+            #"{"objects":[{"detection":{"bounding_box":{"x_max":0.5,"x_min":0.1,"y_max":0.9,"y_min":0.2},"confidence":0.9,"label":"person","label_id":1},"h":100,"roi_type":"person","w":50,"x":10,"y":20},{"detection":{"confidence":0.30,"label":"car","label_id":2},"roi_type":"car","x":300,"y":200}],"resolution":{"height":240,"width":320},"timestamp":2,"tags":{"site":"gate 1","ratio":1.0}\#(frame)}"#
     }
 
     static func configuration(_ publisher: String) -> String { #"{"mqtt_publisher": \#(publisher)}"# }
@@ -30,7 +31,13 @@ struct PipelineCommandTests {
                 try? FileManager.default.removeItem(atPath: base + ".out")
                 try? FileManager.default.removeItem(atPath: base + ".err")
             }
-            let child = try ChildProcess.spawn(databus, ["pipeline"] + arguments, inputPath: input, outputPath: base + ".out", errorPath: base + ".err")
+            let child = try ChildProcess.spawn(
+                databus,
+                ["pipeline"] + arguments,
+                inputPath: input,
+                outputPath: base + ".out",
+                errorPath: base + ".err"
+            )
             let status = await child.wait(timeout: timeout)
             return RunResult(
                 status: status,
@@ -65,7 +72,12 @@ struct PipelineCommandTests {
             Self.configuration(#"{"publish_frame": true, "qos": 1, "protocol": \#(protocolLevel), "topic": "dlstreamer_pipeline_results"}"#)
         )
         try await kind.with { broker in
-            let subscriber = try await PahoSubscriber.start(port: broker.port, topic: "dlstreamer_pipeline_results", protocolLevel: protocolLevel, in: folder)
+            let subscriber = try await PahoSubscriber.start(
+                port: broker.port,
+                topic: "dlstreamer_pipeline_results",
+                protocolLevel: protocolLevel,
+                in: folder
+            )
             defer { Task { await subscriber.stop() } }
             let result = try await runPipeline([
                 "--config", config, "--metadata", metadata, "--mjpeg", folder.file("video.mjpeg"), "--host", "127.0.0.1", "--port", "\(broker.port)",
@@ -164,7 +176,10 @@ struct PipelineCommandTests {
                 #"{"qos": 1, "tls": {"ca_cert": "\#(certificates)/pipeline/ca.crt", "client_key": "\#(certificates)/pipeline/pipeline.key", "client_cert": "\#(certificates)/pipeline/pipeline.crt"}}"#
             )
         )
-        let noClientCertificate = try folder.write("anonymous.json", Self.configuration(#"{"qos": 1, "tls": {"ca_cert": "\#(certificates)/pipeline/ca.crt"}}"#))
+        let noClientCertificate = try folder.write(
+            "anonymous.json",
+            Self.configuration(#"{"qos": 1, "tls": {"ca_cert": "\#(certificates)/pipeline/ca.crt"}}"#)
+        )
         try await kind.with(extraConfiguration: mutualTLSConfiguration(certificates)) { broker in
             let subscriber = try await PahoSubscriber.start(
                 port: broker.port,
@@ -211,7 +226,9 @@ struct PipelineCommandTests {
             #expect(drops.count == 15)
             #expect(log().contains("published 5,"), "\(log())")
             #expect(log().contains("dropped 15"))
-            for frame in 0..<15 { #expect(drops.contains { $0.contains("frame=\(frame) ") || $0.hasSuffix("frame=\(frame)") }, "drop of frame \(frame)") }
+            for frame in 0..<15 {
+                #expect(drops.contains { $0.contains("frame=\(frame) ") || $0.hasSuffix("frame=\(frame)") }, "drop of frame \(frame)")
+            }
         }
     }
 

@@ -15,7 +15,11 @@ struct PipelineConfigurationTests {
         #expect(configuration.filter == PipelineFilter(kind: .detection, labelScore: ["shipping label": 0.4, "box": 0.4]))
         #expect(
             configuration.tls
-                == .init(caCertificate: "/MqttCerts/ca.crt", clientKey: "/MqttCerts/client/client.key", clientCertificate: "/MqttCerts/client/client.crt")
+                == .init(
+                    caCertificate: "/MqttCerts/ca.crt",
+                    clientKey: "/MqttCerts/client/client.key",
+                    clientCertificate: "/MqttCerts/client/client.crt"
+                )
         )
     }
 

@@ -74,7 +74,8 @@ struct PipelineFilterTests {
 
     @Test("classification: label/score pairs below threshold are removed; all removed means not published")
     func classification() throws {
-        let line = #"{"frame_id":1,"objects":[{"tensors":[{"label":"defect","score":0.2,"name":"cls"},{"label":"ok","score":0.9,"name":"cls"}],"x":1}]}"#
+        let line =
+            #"{"frame_id":1,"objects":[{"tensors":[{"label":"defect","score":0.2,"name":"cls"},{"label":"ok","score":0.9,"name":"cls"}],"x":1}]}"#
         let filter = PipelineFilter(kind: .classification, labelScore: ["defect": 0.5])
         guard case .publish(let frame) = decide(line, filter).0 else {
             Issue.record("expected a frame to publish")

@@ -23,7 +23,9 @@ enum BrokerKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 func builtExecutable(_ name: String) throws -> String {
     let databus = try DatabusBrokerProcess.executable()
     let path = URL(fileURLWithPath: databus).deletingLastPathComponent().appendingPathComponent(name).path
-    guard FileManager.default.isExecutableFile(atPath: path) else { throw InteropError("\(name) is not built next to the tests: run `swift build` first") }
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw InteropError("\(name) is not built next to the tests: run `swift build` first")
+    }
     return path
 }
 

@@ -22,7 +22,12 @@ struct MQTT31Tests {
     @Test("our client connects with MQTT 3.1 and round-trips QoS 0, 1 and 2", arguments: brokers())
     func clientRoundTrip(broker: String) async throws {
         try await withBroker(broker) { broker in
-            let configuration = MQTTClient.Configuration(host: "127.0.0.1", port: broker.port, clientIdentifier: "old-device-31", protocolVersion: .v3_1)
+            let configuration = MQTTClient.Configuration(
+                host: "127.0.0.1",
+                port: broker.port,
+                clientIdentifier: "old-device-31",
+                protocolVersion: .v3_1
+            )
             let client = MQTTClient(configuration: configuration, logger: testLogger)
             let connack = try await client.connect()
             #expect(connack.reasonCode == .success)

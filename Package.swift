@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "MQTTCore", targets: ["MQTTCore"]),
         .library(name: "MQTTBroker", targets: ["MQTTBroker"]),
         .library(name: "MQTTClient", targets: ["MQTTClient"]),
+        .library(name: "LPRModel", targets: ["LPRModel"]),
+        .library(name: "LPRServer", targets: ["LPRServer"]),
         .library(name: "EdgeAgents", targets: ["EdgeAgents"]),
         .executable(name: "databus", targets: ["databus"]),
     ],
@@ -26,8 +28,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
-        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .target(
@@ -88,11 +92,34 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The LPR Server v3 protocol: topics, one type per message, validation, plate matching.
+        .target(
+            name: "LPRModel",
+            dependencies: []
+        ),
+        // The LPR server: ingest, watch-list, cameras, storage (SQLite and PostgreSQL).
+        .target(
+            name: "LPRServer",
+            dependencies: [
+                "LPRModel",
+                "MQTTClient",
+                "MQTTCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
         // What runs next to a camera, a video pipeline or a site gateway: `databus pipeline`,
         // `databus gateway` (and later `databus camera`).
         .target(
             name: "EdgeAgents",
             dependencies: [
+                "LPRModel",
                 "MQTTCore",
                 "MQTTClient",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -114,6 +141,8 @@ let package = Package(
                 "MQTTBroker",
                 "MQTTClient",
                 "DatabusTools",
+                "LPRModel",
+                "LPRServer",
                 "EdgeAgents",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -202,6 +231,7 @@ let package = Package(
             dependencies: [
                 "DatabusTestSupport",
                 "EdgeAgents",
+                "LPRModel",
                 "MQTTClient",
                 "MQTTCore",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -210,8 +240,26 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-            ],
-            exclude: ["Fixtures"]
+            ]
+        ),
+        .testTarget(
+            name: "LPRModelTests",
+            dependencies: ["DatabusTestSupport", "LPRModel"]
+        ),
+        .testTarget(
+            name: "LPRServerTests",
+            dependencies: [
+                "DatabusTestSupport",
+                "LPRModel",
+                "LPRServer",
+                "MQTTClient",
+                "MQTTCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         .testTarget(
             name: "InteropTests",

@@ -59,6 +59,10 @@ extension MQTTClient {
         public var outbox: OutboxConfiguration
         /// How long TCP, TLS and the CONNECT/CONNACK exchange may take together.
         public var connectTimeout: Duration
+        /// When incoming QoS 1/2 messages are acknowledged: on arrival (the default), or only when the
+        /// application calls ``MQTTClient/acknowledge(_:)`` after it has dealt with them (stored them,
+        /// say), so that a message the application had not finished is delivered again after a crash.
+        public var acknowledgement: Acknowledgement
         /// Where ``MQTTClient/request(topic:payload:qos:properties:timeout:)`` asks for replies:
         /// `{responseTopicPrefix}/{client identifier}`.
         public var responseTopicPrefix: String
@@ -92,7 +96,18 @@ extension MQTTClient {
             self.outbox = OutboxConfiguration()
             self.connectTimeout = .seconds(10)
             self.responseTopicPrefix = "databus/responses"
+            self.acknowledgement = .automatic
         }
+    }
+
+    /// When the client acknowledges incoming QoS 1/2 messages (PUBACK, PUBREC).
+    public enum Acknowledgement: Sendable, Hashable {
+        /// As soon as the message arrives, before the application has seen it.
+        case automatic
+        /// When the application calls ``MQTTClient/acknowledge(_:)``. A message not acknowledged
+        /// before the connection ends is sent again by the broker when the session resumes (the
+        /// application sees it twice, so it should recognise duplicates).
+        case manual
     }
 }
 

@@ -80,6 +80,7 @@ public actor MQTTClient {
             receiveMaximum: configuration.receiveMaximum,
             topicAliasMaximum: configuration.topicAliasMaximum,
             maximumInflight: configuration.maximumInflightMessages,
+            manualAcknowledgement: configuration.acknowledgement == .manual,
             outbox: configuration.outbox
         )
     }
@@ -710,9 +711,36 @@ public actor MQTTClient {
         return try await promise.value()
     }
 
+    /// Acknowledges an incoming QoS 1/2 message once the application has dealt with it, when the
+    /// client was configured with ``Configuration/Acknowledgement/manual``; does nothing otherwise,
+    /// for QoS 0, and for a message of an earlier connection (the broker sends that one again).
+    ///
+    /// Acknowledge QoS 1 messages in the order they arrived: MQTT asks for it.
+    public func acknowledge(_ message: MQTTMessage) {
+        guard configuration.acknowledgement == .manual, message.qos != .atMostOnce,
+            let identifier = message.packetIdentifier, message.connectionNumber == connectionNumber, channel != nil
+        else { return }
+        execute(session.acknowledge(qos: message.qos, packetIdentifier: identifier))
+    }
+
+    /// Acknowledges several messages at once (one flush); see ``acknowledge(_:)``.
+    public func acknowledge(_ messages: some Sequence<MQTTMessage>) {
+        guard configuration.acknowledgement == .manual, channel != nil else { return }
+        var actions: [ClientSession.Action] = []
+        for message in messages where message.qos != .atMostOnce && message.connectionNumber == connectionNumber {
+            guard let identifier = message.packetIdentifier else { continue }
+            actions += session.acknowledge(qos: message.qos, packetIdentifier: identifier)
+        }
+        execute(actions)
+    }
+
     /// Hands an incoming message to a waiting request or to the message sequences.
     private func route(_ message: MQTTMessage) {
+        var message = message
+        message.connectionNumber = connectionNumber
         if let responseTopic, message.topic == responseTopic, let correlation = message.properties.correlationData {
+            // Responses are the client's own business: acknowledged here in either mode.
+            acknowledge(message)
             if let waiter = pendingResponses.removeValue(forKey: correlation) {
                 waiter.succeed(message)
             } else {

@@ -18,6 +18,9 @@ public struct MQTTMessage: Sendable, Hashable {
     /// The packet identifier the message arrived with (QoS 1 and 2), for display; the client
     /// acknowledges the message itself.
     public var packetIdentifier: UInt16?
+    /// The connection it arrived on (counted from 1 by the client), for ``MQTTClient/acknowledge(_:)``;
+    /// zero for messages made by the application.
+    public internal(set) var connectionNumber: UInt64 = 0
 
     /// - Parameters:
     ///   - topic: the topic name.

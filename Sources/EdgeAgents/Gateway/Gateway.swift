@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import LPRModel
 import Logging
 import MQTTClient
 import MQTTCore
@@ -179,7 +180,7 @@ public final class Gateway: Sendable {
             answer = GatewayMessages.modbusResponse(request: error.received, response: GatewayMessages.failure(error.reason), at: Date())
         }
         do {
-            try await client.publish(topic: options.responseTopic, payload: ByteBuffer(bytes: answer.serializedBytes), qos: .atLeastOnce)
+            try await client.publish(topic: options.responseTopic, payload: ByteBuffer(bytes: answer.jsonBytes), qos: .atLeastOnce)
         } catch {
             logger.error("cannot publish the modbus response: \(error)")
         }
@@ -222,7 +223,7 @@ public final class Gateway: Sendable {
         let message: JSONValue
         do {
             let state = try await api.json(.GET, "/api/state")
-            guard case .object = state else { throw GatewayAPIError("GET /api/state answered \(state.kindDescription), not an object") }
+            guard case .object = state else { throw GatewayAPIError("GET /api/state answered \(state.typeName), not an object") }
             message = GatewayMessages.state(api: state, at: now)
         } catch {
             counters.withLockedValue { $0.fallbackStates += 1 }
@@ -235,7 +236,7 @@ public final class Gateway: Sendable {
             )
         }
         do {
-            let result = try await client.publish(topic: options.stateTopic, payload: ByteBuffer(bytes: message.serializedBytes), qos: .atLeastOnce)
+            let result = try await client.publish(topic: options.stateTopic, payload: ByteBuffer(bytes: message.jsonBytes), qos: .atLeastOnce)
             guard result.isSuccess else {
                 logger.warning("the broker refused the state", metadata: ["reason": "\(result.reasonCode)"])
                 return

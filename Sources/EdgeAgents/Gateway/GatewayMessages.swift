@@ -1,42 +1,47 @@
 import Foundation
+import LPRModel
 
 /// The messages the gateway publishes, made from what the web API answered.
 public enum GatewayMessages {
     /// `{"timestamp", "type": "modbus_response", "request": {...}, "response": {...}}`.
     public static func modbusResponse(request: JSONValue, response: JSONValue, at date: Date) -> JSONValue {
-        .object([
-            ("timestamp", .string(timestamp(date))),
-            ("type", .string("modbus_response")),
-            ("request", request),
-            ("response", response),
-        ])
+        .object(
+            JSONObject([
+                ("timestamp", .string(timestamp(date))),
+                ("type", .string("modbus_response")),
+                ("request", request),
+                ("response", response),
+            ])
+        )
     }
 
     /// The response part for a failed call: `{"success": false, "error": ...}`.
     public static func failure(_ error: String) -> JSONValue {
-        .object([("success", .bool(false)), ("error", .string(error))])
+        .object(JSONObject([("success", .bool(false)), ("error", .string(error))]))
     }
 
     /// `{"timestamp", "type": "gateway_state", ...the API's fields}`; the API's own `timestamp`
     /// and `type`, if any, give way to ours.
     public static func state(api: JSONValue, at date: Date) -> JSONValue {
         var members: [(key: String, value: JSONValue)] = [("timestamp", .string(timestamp(date))), ("type", .string("gateway_state"))]
-        for member in api.objectValue ?? [] where member.key != "timestamp" && member.key != "type" {
+        for member in api.objectValue?.members ?? [] where member.key != "timestamp" && member.key != "type" {
             members.append(member)
         }
-        return .object(members)
+        return .object(JSONObject(members))
     }
 
     /// The state published when the web API does not answer.
     public static func fallbackState(uptime: Double, version: String, error: String, at date: Date) -> JSONValue {
-        .object([
-            ("timestamp", .string(timestamp(date))),
-            ("type", .string("gateway_state")),
-            ("status", .string("api_unavailable")),
-            ("uptime", .number(String(format: "%.3f", uptime))),
-            ("version", .string(version)),
-            ("error", .string(error)),
-        ])
+        .object(
+            JSONObject([
+                ("timestamp", .string(timestamp(date))),
+                ("type", .string("gateway_state")),
+                ("status", .string("api_unavailable")),
+                ("uptime", .number(String(format: "%.3f", uptime))),
+                ("version", .string(version)),
+                ("error", .string(error)),
+            ])
+        )
     }
 
     /// ISO 8601 in UTC with microseconds: `2024-08-03T15:05:30.123456Z`.

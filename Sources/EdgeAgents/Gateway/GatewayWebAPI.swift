@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import LPRModel
 import NIOCore
 import NIOHTTP1
 
@@ -52,7 +53,7 @@ public struct GatewayWebAPI: Sendable {
             throw GatewayAPIError("\(method) \(path) answered HTTP \(answer.status): \(Self.excerpt(answer.body))")
         }
         do {
-            return try JSONValue(parsing: answer.body)
+            return try JSONValue.parse(answer.body)
         } catch {
             throw GatewayAPIError("\(method) \(path) answered something other than JSON (\(error)): \(Self.excerpt(answer.body))")
         }
@@ -68,7 +69,7 @@ public struct GatewayWebAPI: Sendable {
                     return nil
                 }), !serial.isEmpty
         else {
-            throw GatewayAPIError("GET /api/crypto answered without a serialNumber: \(crypto.serialized.prefix(200))")
+            throw GatewayAPIError("GET /api/crypto answered without a serialNumber: \(crypto.jsonText.prefix(200))")
         }
         return serial
     }
@@ -80,7 +81,7 @@ public struct GatewayWebAPI: Sendable {
             throw GatewayAPIError("POST /api/jwt/create answered HTTP \(answer.status): \(Self.excerpt(answer.body))")
         }
         let token: String?
-        if let document = try? JSONValue(parsing: answer.body) {
+        if let document = try? JSONValue.parse(answer.body) {
             switch document {
             case .object: token = document["jwt"]?.stringValue ?? document["token"]?.stringValue
             case .string(let text): token = text

@@ -1,3 +1,5 @@
+import LPRModel
+
 /// A Modbus request arriving on `{prefix}/modbus/request`, checked and turned into the local
 /// web API's query: the pure part of the gateway's bridge.
 ///
@@ -33,7 +35,7 @@ public struct ModbusRequest: Sendable, Hashable {
     public init(payload: [UInt8]) throws(ModbusRequestError) {
         let request: JSONValue
         do {
-            request = try JSONValue(parsing: payload)
+            request = try JSONValue.parse(payload)
         } catch {
             throw ModbusRequestError(received: .string(String(decoding: payload, as: UTF8.self)), "the request is not JSON: \(error)")
         }
@@ -43,7 +45,7 @@ public struct ModbusRequest: Sendable, Hashable {
     /// Checks a parsed request.
     public init(request: JSONValue) throws(ModbusRequestError) {
         guard case .object = request else {
-            throw ModbusRequestError(received: request, "the request is \(request.kindDescription), not an object")
+            throw ModbusRequestError(received: request, "the request is \(request.typeName), not an object")
         }
         func field(_ name: String, required: Bool = true) throws(ModbusRequestError) -> String? {
             guard let value = request[name], value != .null else {
@@ -54,7 +56,7 @@ public struct ModbusRequest: Sendable, Hashable {
             case .string(let text): return text
             case .number(let text): return text
             case .bool(let flag): return flag ? "true" : "false"
-            default: throw ModbusRequestError(received: request, "\(name) is \(value.kindDescription), expected a number or a string")
+            default: throw ModbusRequestError(received: request, "\(name) is \(value.typeName), expected a number or a string")
             }
         }
         func integer(_ name: String, required: Bool = true) throws(ModbusRequestError) -> String? {
@@ -67,7 +69,7 @@ public struct ModbusRequest: Sendable, Hashable {
 
         guard let codeValue = request["function_code"] else { throw ModbusRequestError(received: request, "function_code is missing") }
         guard let code = codeValue.intValue ?? codeValue.stringValue.flatMap({ Int($0) }) else {
-            throw ModbusRequestError(received: request, "function_code is \(codeValue.serialized), expected 3, 4 or 16")
+            throw ModbusRequestError(received: request, "function_code is \(codeValue.jsonText), expected 3, 4 or 16")
         }
         let deviceID = try field("device_id")!
         var query: [(String, String)] = []
@@ -104,13 +106,13 @@ public struct ModbusRequest: Sendable, Hashable {
             var texts: [String] = []
             for element in elements {
                 guard case .number(let text) = element else {
-                    throw ModbusRequestError(received: request, "values holds \(element.kindDescription), expected numbers")
+                    throw ModbusRequestError(received: request, "values holds \(element.typeName), expected numbers")
                 }
                 texts.append(text)
             }
             return texts.joined(separator: ",")
         default:
-            throw ModbusRequestError(received: request, "values is \(value.kindDescription), expected a number or a list of numbers")
+            throw ModbusRequestError(received: request, "values is \(value.typeName), expected a number or a list of numbers")
         }
     }
 

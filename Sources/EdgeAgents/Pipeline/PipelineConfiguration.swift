@@ -1,4 +1,5 @@
 import Foundation
+import LPRModel
 import MQTTClient
 import MQTTCore
 
@@ -66,7 +67,7 @@ public struct PipelineConfiguration: Sendable, Hashable {
         }
         let document: JSONValue
         do {
-            document = try JSONValue(parsing: data)
+            document = try JSONValue.parse(data)
         } catch {
             throw PipelineConfigurationError(path: path, field: nil, "\(error)")
         }
@@ -83,7 +84,7 @@ public struct PipelineConfiguration: Sendable, Hashable {
     public init(document: JSONValue) throws(PipelineConfigurationError) {
         let publisher = document["mqtt_publisher"] ?? document
         guard case .object = publisher else {
-            throw PipelineConfigurationError(field: "mqtt_publisher", "must be an object, not \(publisher.kindDescription)")
+            throw PipelineConfigurationError(field: "mqtt_publisher", "must be an object, not \(publisher.typeName)")
         }
         self.init()
         if let value = publisher["publish_frame"] {
@@ -151,7 +152,7 @@ public struct PipelineConfiguration: Sendable, Hashable {
     }
 
     private static func wrong(_ field: String, _ value: JSONValue, _ expected: String) -> PipelineConfigurationError {
-        PipelineConfigurationError(field: field, "is \(value.serialized), expected \(expected)")
+        PipelineConfigurationError(field: field, "is \(value.jsonText), expected \(expected)")
     }
 }
 

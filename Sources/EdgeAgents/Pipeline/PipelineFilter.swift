@@ -1,3 +1,5 @@
+import LPRModel
+
 /// The `filter` of a pipeline's `mqtt_publisher` configuration: drops results whose score is
 /// below their label's threshold.
 ///
@@ -39,7 +41,7 @@ public struct PipelineFilter: Sendable, Hashable {
 
     /// Applies the filter to one frame's metadata.
     public func apply(to metadata: JSONValue) -> Outcome {
-        var outcome = Outcome(metadata: nil)
+        var outcome = Outcome(metadata: .none)
         var found = 0
         var remaining = 0
         let filtered: JSONValue
@@ -49,7 +51,8 @@ public struct PipelineFilter: Sendable, Hashable {
         case .classification:
             filtered = filterClassifications(metadata, depth: 0, found: &found, remaining: &remaining, outcome: &outcome)
         }
-        outcome.metadata = found > 0 && remaining == 0 ? nil : filtered
+        // `.none`, not `nil`: JSONValue is ExpressibleByNilLiteral, and a bare nil would become JSON null.
+        outcome.metadata = found > 0 && remaining == 0 ? .none : .some(filtered)
         return outcome
     }
 
@@ -81,9 +84,9 @@ public struct PipelineFilter: Sendable, Hashable {
                 if passes { kept.append(object) }
             }
             remaining += kept.count
-            result.set("objects", .array(kept))
+            result = result.settingMember("objects", to: .array(kept))
         }
-        if var predictions = metadata["predictions"], let annotations = predictions["annotations"]?.arrayValue {
+        if let predictions = metadata["predictions"], let annotations = predictions["annotations"]?.arrayValue {
             var kept: [JSONValue] = []
             for annotation in annotations {
                 let labels = annotation["labels"]?.arrayValue ?? []
@@ -95,8 +98,7 @@ public struct PipelineFilter: Sendable, Hashable {
                 if passes { kept.append(annotation) }
             }
             remaining += kept.count
-            predictions.set("annotations", .array(kept))
-            result.set("predictions", predictions)
+            result = result.settingMember("predictions", to: predictions.settingMember("annotations", to: .array(kept)))
         }
         return result
     }
@@ -143,14 +145,25 @@ public struct PipelineFilter: Sendable, Hashable {
                 kept.append(filtered)
             }
             return .array(kept)
-        case .object(let members):
-            return .object(
-                members.map { member in
-                    (member.key, filterClassifications(member.value, depth: depth + 1, found: &found, remaining: &remaining, outcome: &outcome))
-                }
-            )
+        case .object(let object):
+            var members: [(key: String, value: JSONValue)] = []
+            for member in object {
+                let value = filterClassifications(member.value, depth: depth + 1, found: &found, remaining: &remaining, outcome: &outcome)
+                members.append((member.key, value))
+            }
+            return .object(JSONObject(members))
         default:
             return value
         }
+    }
+}
+
+extension JSONValue {
+    /// This object with member `key` set: in its place when present, appended otherwise. Other
+    /// values come back unchanged.
+    func settingMember(_ key: String, to value: JSONValue) -> JSONValue {
+        guard case .object(var object) = self else { return self }
+        object[key] = value
+        return .object(object)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LPRModel
 
 /// One line of pipeline metadata, made ready to publish: the pure part of `databus pipeline`.
 public struct PipelineFrame: Sendable, Hashable {
@@ -28,15 +29,15 @@ public struct PipelineFrame: Sendable, Hashable {
     public static func decide(line: String, index: Int, filter: PipelineFilter?) -> (Decision, PipelineFilter.Outcome?) {
         let metadata: JSONValue
         do {
-            metadata = try JSONValue(parsing: line)
+            metadata = try JSONValue.parse(line)
         } catch {
             return (.invalid("\(error)"), nil)
         }
-        guard case .object = metadata else { return (.invalid("metadata is \(metadata.kindDescription), not an object"), nil) }
+        guard case .object = metadata else { return (.invalid("metadata is \(metadata.typeName), not an object"), nil) }
         var id = index
         if let frameID = metadata["frame_id"], frameID != .null {
             guard let number = frameID.intValue, number >= 0 else {
-                return (.invalid("frame_id is \(frameID.serialized), not a whole number"), nil)
+                return (.invalid("frame_id is \(frameID.jsonText), not a whole number"), nil)
             }
             id = number
         }
@@ -49,7 +50,7 @@ public struct PipelineFrame: Sendable, Hashable {
     /// The MQTT payload: the metadata alone, or `[metadata, "base64 JPEG"]` with a frame, so that
     /// `msg = json.loads(payload); metadata = msg[0]; img = base64.b64decode(msg[1])` works.
     public func payload(jpeg: [UInt8]?) -> [UInt8] {
-        guard let jpeg else { return metadata.serializedBytes }
+        guard let jpeg else { return metadata.jsonBytes }
         var out: [UInt8] = [UInt8(ascii: "[")]
         out.reserveCapacity(jpeg.count * 4 / 3 + 1024)
         metadata.write(to: &out)

@@ -67,6 +67,10 @@ struct ClientSession {
     private var inflight: [UInt16: UInt64] = [:]
     /// Incoming QoS 2 messages delivered and waiting for PUBREL.
     private var incomingQoS2: Set<UInt16> = []
+    /// Whether the application acknowledges incoming QoS 1/2 messages itself.
+    let manualAcknowledgement: Bool
+    /// Incoming QoS 2 messages delivered on this connection that the application has not acknowledged yet (manual mode).
+    private var awaitingAcknowledgement: Set<UInt16> = []
     private var requests: [Request] = []
     private(set) var subscriptions = SubscriptionRegistry()
     private var topicAliases: [UInt16: String] = [:]
@@ -78,8 +82,10 @@ struct ClientSession {
         receiveMaximum: UInt16,
         topicAliasMaximum: UInt16,
         maximumInflight: Int? = nil,
+        manualAcknowledgement: Bool = false,
         outbox: OutboxConfiguration
     ) {
+        self.manualAcknowledgement = manualAcknowledgement
         self.version = version
         self.maximumInflight = max(1, maximumInflight ?? (version == .v5 ? Int(UInt16.max) : 20))
         self.receiveMaximum = Int(receiveMaximum)
@@ -153,6 +159,8 @@ struct ClientSession {
     mutating func connectionLost() {
         limits = nil
         topicAliases.removeAll()
+        // The broker sends these again when the session resumes; they are delivered again then.
+        awaitingAcknowledgement.removeAll()
         for index in requests.indices {
             if let identifier = requests[index].packetIdentifier { packetIdentifiers.release(identifier) }
             requests[index].packetIdentifier = nil
@@ -354,17 +362,39 @@ struct ClientSession {
         case .atMostOnce:
             return [.deliver(message)]
         case .atLeastOnce:
+            if manualAcknowledgement { return [.deliver(message)] }
             return [.deliver(message), .send(.puback(PubAckPacket(packetIdentifier: publish.packetIdentifier ?? 0)))]
         case .exactlyOnce:
             let identifier = publish.packetIdentifier ?? 0
             let pubrec = Action.send(.pubrec(PubRecPacket(packetIdentifier: identifier)))
             // Delivered already and not released yet: the broker sent it again. Do not deliver twice.
             if incomingQoS2.contains(identifier) { return [pubrec] }
-            guard incomingQoS2.count < receiveMaximum else {
+            // Delivered and still with the application: it answers when it acknowledges.
+            if awaitingAcknowledgement.contains(identifier) { return [] }
+            guard incomingQoS2.count + awaitingAcknowledgement.count < receiveMaximum else {
                 return protocolError("more than \(receiveMaximum) unreleased QoS 2 messages", code: .receiveMaximumExceeded)
+            }
+            if manualAcknowledgement {
+                awaitingAcknowledgement.insert(identifier)
+                return [.deliver(message)]
             }
             incomingQoS2.insert(identifier)
             return [.deliver(message), pubrec]
+        }
+    }
+
+    /// The application has dealt with an incoming message (manual acknowledgement): PUBACK for
+    /// QoS 1, PUBREC for QoS 2. Call it only for messages of the current connection.
+    mutating func acknowledge(qos: QoS, packetIdentifier: UInt16) -> [Action] {
+        switch qos {
+        case .atMostOnce:
+            return []
+        case .atLeastOnce:
+            return [.send(.puback(PubAckPacket(packetIdentifier: packetIdentifier)))]
+        case .exactlyOnce:
+            guard awaitingAcknowledgement.remove(packetIdentifier) != nil else { return [] }
+            incomingQoS2.insert(packetIdentifier)
+            return [.send(.pubrec(PubRecPacket(packetIdentifier: packetIdentifier)))]
         }
     }
 

@@ -2,6 +2,7 @@ import DatabusTestSupport
 import EdgeAgents
 import Foundation
 import JWTKit
+import LPRModel
 import Testing
 
 /// The site gateway's local web API, as a small Python HTTP server: serial number, HS256 JWTs
@@ -187,8 +188,8 @@ struct GatewayCommandTests {
             // Modbus requests, published as a client of the broker would.
             try await Task.sleep(for: .milliseconds(300))
             let requests = [
-                try Fixtures.text("gateway-modbus-read-request.json"),
-                try Fixtures.text("gateway-modbus-write-request.json"),
+                try Fixtures.exampleText("gateway-modbus-read-request.json"),
+                try Fixtures.exampleText("gateway-modbus-write-request.json"),
                 #"{"function_code": 16, "device_id": "D2", "address": 5, "values": [1, 2.0], "type": "U16", "note": "kept"}"#,
                 "read register 5 please",
                 #"{"function_code": 3, "device_id": "BROKEN", "address": 1, "size": 1}"#,
@@ -208,8 +209,8 @@ struct GatewayCommandTests {
             func response(device: String) -> JSONValue? { responses.first { $0["request"]?["device_id"] == .string(device) } }
             let read = try #require(response(device: "A2332407312").flatMap { $0["request"]?["function_code"] == .number("3") ? $0 : nil })
             #expect(read["type"] == .string("modbus_response"))
-            #expect(read["request"] == (try JSONValue(parsing: Fixtures.text("gateway-modbus-read-request.json"))))
-            #expect(read["response"] == (try JSONValue(parsing: #"{"success": true, "data": [42], "device_id": "A2332407312"}"#)))
+            #expect(read["request"] == (try JSONValue.parse(Fixtures.exampleText("gateway-modbus-read-request.json"))))
+            #expect(read["response"] == (try JSONValue.parse(#"{"success": true, "data": [42], "device_id": "A2332407312"}"#)))
             let list = try #require(response(device: "D2"))
             #expect(list["response"]?["written"] == .string("1,2.0"))
             #expect(list["request"]?["note"] == .string("kept"))

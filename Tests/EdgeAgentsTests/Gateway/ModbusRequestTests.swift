@@ -1,5 +1,7 @@
+import DatabusTestSupport
 import EdgeAgents
 import Foundation
+import LPRModel
 import Testing
 
 @Suite("Modbus requests to web API calls")
@@ -8,7 +10,7 @@ struct ModbusRequestTests {
 
     @Test("the field's read request becomes the documented query, in order")
     func read() throws {
-        let request = try request(Fixtures.text("gateway-modbus-read-request.json"))
+        let request = try request(Fixtures.exampleText("gateway-modbus-read-request.json"))
         #expect(
             request.pathAndQuery
                 == "/api/inverter/modbus?device_id=A2332407312&function_code=3&address=10056&size=1&type=U16&endianess=big&scale_factor=1"
@@ -17,7 +19,7 @@ struct ModbusRequestTests {
 
     @Test("the field's write request becomes the documented query; values as they came")
     func write() throws {
-        let request = try request(Fixtures.text("gateway-modbus-write-request.json"))
+        let request = try request(Fixtures.exampleText("gateway-modbus-write-request.json"))
         #expect(request.pathAndQuery == "/api/inverter/modbus?device_id=A2332407312&address=33207&function_code=16&values=170&type=U16")
         let list = try self.request(#"{"function_code":16,"device_id":"D1","address":1,"values":[1,2.5,1.0,-3],"type":"F32"}"#)
         #expect(list.pathAndQuery == "/api/inverter/modbus?device_id=D1&address=1&function_code=16&values=1,2.5,1.0,-3&type=F32")
@@ -53,7 +55,7 @@ struct ModbusRequestTests {
             Issue.record("\(text) should be refused")
         } catch let error as ModbusRequestError {
             #expect(error.reason.contains(reason), "\(error.reason)")
-            #expect(error.received == (try JSONValue(parsing: text)))
+            #expect(error.received == (try JSONValue.parse(text)))
         }
     }
 
@@ -80,25 +82,25 @@ struct GatewayMessagesTests {
 
     @Test("the state is the API's fields after our timestamp and type, numbers as the API wrote them")
     func state() throws {
-        let example = try JSONValue(parsing: Fixtures.text("gateway-state.json"))
+        let example = try JSONValue.parse(Fixtures.exampleText("gateway-state.json"))
         var api = example
-        api = .object((api.objectValue ?? []).filter { $0.key != "timestamp" && $0.key != "type" })
+        api = .object(JSONObject((api.objectValue?.members ?? []).filter { $0.key != "timestamp" && $0.key != "type" }))
         let state = GatewayMessages.state(api: api, at: Date(timeIntervalSince1970: 1_722_697_530.123456))
         #expect(state == example)
     }
 
     @Test("the fallback state has the field example's members")
     func fallback() throws {
-        let example = try JSONValue(parsing: Fixtures.text("gateway-state-fallback.json"))
+        let example = try JSONValue.parse(Fixtures.exampleText("gateway-state-fallback.json"))
         let state = GatewayMessages.fallbackState(uptime: 12.5, version: "1.0.0", error: "down", at: Date())
-        #expect(state.objectValue?.map(\.key) == example.objectValue?.map(\.key))
+        #expect(state.objectValue?.keys == example.objectValue?.keys)
         #expect(state["status"] == .string("api_unavailable"))
         #expect(state["uptime"] == .number("12.500"))
     }
 
     @Test("the modbus response wraps the request and the answer as the field example does")
     func response() throws {
-        let example = try JSONValue(parsing: Fixtures.text("gateway-modbus-response.json"))
+        let example = try JSONValue.parse(Fixtures.exampleText("gateway-modbus-response.json"))
         let built = GatewayMessages.modbusResponse(
             request: try #require(example["request"]),
             response: try #require(example["response"]),

@@ -87,7 +87,7 @@ struct PipelineCommandTests {
             let messages = await subscriber.messages(count: 6)
             #expect(messages.count == 6, "\(subscriber.errors)")
             for (index, message) in messages.enumerated() {
-                #expect(message["error"] == nil, "\(message.serialized)")
+                #expect(message["error"] == nil, "\(message.jsonText)")
                 #expect(message["qos"] == .number("1"))
                 #expect(message["image"]?["width"] == .number("320"))
                 #expect(message["image"]?["height"] == .number("240"))
@@ -107,7 +107,7 @@ struct PipelineCommandTests {
         for (id, colour) in [(10, "red"), (11, "lime"), (12, "blue")] {
             try await Media.magickJPEG("\(frames)/\(id).jpg", width: 640, height: 480, colour: colour)
         }
-        let geti = try Fixtures.text("pipeline-metadata-detection.json").trimmingCharacters(in: .whitespacesAndNewlines)
+        let geti = try Fixtures.exampleText("pipeline-metadata-detection.json").trimmingCharacters(in: .whitespacesAndNewlines)
         let lines = [
             geti.replacingOccurrences(of: #""frame_id": 0"#, with: #""frame_id": 10"#),
             // Both annotations are below 0.95 here: the frame goes.

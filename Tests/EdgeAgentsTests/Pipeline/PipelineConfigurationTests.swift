@@ -1,5 +1,6 @@
 import DatabusTestSupport
 import EdgeAgents
+import LPRModel
 import MQTTCore
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
 struct PipelineConfigurationTests {
     @Test("the field example is read with every option")
     func fieldExample() throws {
-        let configuration = try PipelineConfiguration(contentsOfFile: Fixtures.path("pipeline-config.json"))
+        let configuration = try PipelineConfiguration(contentsOfFile: Fixtures.examplesDirectory.appendingPathComponent("pipeline-config.json").path)
         #expect(configuration.publishFrame == true)
         #expect(configuration.topic == "dlstreamer_pipeline_results")
         #expect(configuration.qos == .atLeastOnce)
@@ -25,7 +26,7 @@ struct PipelineConfigurationTests {
 
     @Test("an empty mqtt_publisher takes the pipeline server's defaults, and unknown options are ignored")
     func defaults() throws {
-        let configuration = try PipelineConfiguration(document: JSONValue(parsing: #"{"mqtt_publisher": {"future_option": [1, 2]}}"#))
+        let configuration = try PipelineConfiguration(document: JSONValue.parse(#"{"mqtt_publisher": {"future_option": [1, 2]}}"#))
         #expect(configuration == PipelineConfiguration())
         #expect(configuration.publishFrame == false)
         #expect(configuration.topic == "dlstreamer_pipeline_results")
@@ -35,7 +36,7 @@ struct PipelineConfigurationTests {
 
     @Test("protocol 3, 4 and 5 are MQTT 3.1, 3.1.1 and 5.0", arguments: [(3, MQTTProtocolVersion.v3_1), (4, .v3_1_1), (5, .v5)])
     func protocols(number: Int, version: MQTTProtocolVersion) throws {
-        let configuration = try PipelineConfiguration(document: JSONValue(parsing: #"{"mqtt_publisher": {"protocol": \#(number)}}"#))
+        let configuration = try PipelineConfiguration(document: JSONValue.parse(#"{"mqtt_publisher": {"protocol": \#(number)}}"#))
         #expect(configuration.protocolVersion == version)
     }
 
@@ -55,7 +56,7 @@ struct PipelineConfigurationTests {
         ]
     )
     func wrongValues(text: String, field: String) throws {
-        let document = try JSONValue(parsing: text)
+        let document = try JSONValue.parse(text)
         #expect {
             _ = try PipelineConfiguration(document: document)
         } throws: { error in
@@ -71,7 +72,7 @@ struct PipelineConfigurationTests {
         #expect {
             _ = try PipelineConfiguration(contentsOfFile: path)
         } throws: { error in
-            "\(error)".contains(path) && "\(error)".contains("invalid JSON")
+            "\(error)".contains(path) && "\(error)".contains("not JSON")
         }
         #expect(throws: PipelineConfigurationError.self) { try PipelineConfiguration(contentsOfFile: folder.file("missing.json")) }
     }

@@ -1,9 +1,11 @@
+import DatabusTestSupport
 import EdgeAgents
+import LPRModel
 import Testing
 
 @Suite("Pipeline filters")
 struct PipelineFilterTests {
-    static let geti = try! Fixtures.text("pipeline-metadata-detection.json")
+    static let geti = try! Fixtures.exampleText("pipeline-metadata-detection.json")
 
     /// A DL Streamer (gvametaconvert) frame with a person at 0.9 and a car at 0.3.
     static let dlstreamer = #"""
@@ -26,9 +28,9 @@ struct PipelineFilterTests {
         #expect(annotations.count == 1)
         #expect(annotations[0]["labels"]?.arrayValue?.first?["name"] == .string("shipping label"))
         // Untouched: the shape's integers, the probability's digits, nulls and the member order.
-        #expect(frame.metadata.serialized.contains(#"{"type":"RECTANGLE","x":494,"height":154,"y":143,"width":83}"#))
-        #expect(frame.metadata.serialized.contains(#""probability":0.7351013422012329"#))
-        #expect(frame.metadata.serialized.hasPrefix(#"{"frame_id":0,"predictions":{"labels_to_revisit_full_scene":null,"kind":"prediction""#))
+        #expect(frame.metadata.jsonText.contains(#"{"type":"RECTANGLE","x":494,"height":154,"y":143,"width":83}"#))
+        #expect(frame.metadata.jsonText.contains(#""probability":0.7351013422012329"#))
+        #expect(frame.metadata.jsonText.hasPrefix(#"{"frame_id":0,"predictions":{"labels_to_revisit_full_scene":null,"kind":"prediction""#))
         #expect(outcome?.removed == ["box": 1])
         #expect(outcome?.kept == ["shipping label": 1])
     }
@@ -42,7 +44,7 @@ struct PipelineFilterTests {
             Issue.record("a frame without detections must be published")
             return
         }
-        #expect(frame.metadata.serialized == none)
+        #expect(frame.metadata.jsonText == none)
         #expect(frame.id == 3)
     }
 
@@ -68,7 +70,7 @@ struct PipelineFilterTests {
         let objects = try #require(frame.metadata["objects"]?.arrayValue)
         #expect(objects.map { $0["roi_type"] } == [.string("person")])
         #expect(frame.metadata["timestamp"] == .number("2"))
-        #expect(frame.metadata.serialized.contains(#""resolution":{"height":480,"width":640},"timestamp":2,"frame_id":7"#))
+        #expect(frame.metadata.jsonText.contains(#""resolution":{"height":480,"width":640},"timestamp":2,"frame_id":7"#))
         #expect(outcome?.removed == ["car": 1])
     }
 
@@ -81,7 +83,7 @@ struct PipelineFilterTests {
             Issue.record("expected a frame to publish")
             return
         }
-        #expect(frame.metadata.serialized == #"{"frame_id":1,"objects":[{"tensors":[{"label":"ok","score":0.9,"name":"cls"}],"x":1}]}"#)
+        #expect(frame.metadata.jsonText == #"{"frame_id":1,"objects":[{"tensors":[{"label":"ok","score":0.9,"name":"cls"}],"x":1}]}"#)
         let strict = PipelineFilter(kind: .classification, labelScore: ["defect": 0.5, "ok": 0.95])
         #expect(decide(line, strict).0 == .filteredOut(id: 1))
     }
@@ -109,7 +111,7 @@ struct PipelineFilterTests {
 
     @Test("the message is [metadata, base64 JPEG] with a frame, the metadata alone without")
     func payload() throws {
-        let frame = PipelineFrame(id: 0, metadata: try JSONValue(parsing: #"{"frame_id":0,"v":2}"#))
+        let frame = PipelineFrame(id: 0, metadata: try JSONValue.parse(#"{"frame_id":0,"v":2}"#))
         #expect(String(decoding: frame.payload(jpeg: nil), as: UTF8.self) == #"{"frame_id":0,"v":2}"#)
         #expect(String(decoding: frame.payload(jpeg: [0xFF, 0xD8, 0xFF, 0xD9]), as: UTF8.self) == #"[{"frame_id":0,"v":2},"/9j/2Q=="]"#)
     }

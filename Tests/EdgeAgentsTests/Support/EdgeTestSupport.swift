@@ -1,6 +1,7 @@
 import DatabusTestSupport
 import EdgeAgents
 import Foundation
+import LPRModel
 import Testing
 
 /// The two brokers every agent is tested against.
@@ -152,7 +153,7 @@ final class PahoSubscriber: Sendable {
     /// The messages received so far.
     var received: [JSONValue] {
         let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { try? JSONValue(parsing: String($0)) }
+        return text.split(separator: "\n").compactMap { try? JSONValue.parse(String($0)) }
     }
 
     /// Waits until `count` messages arrived (or `timeout` passed) and returns them.

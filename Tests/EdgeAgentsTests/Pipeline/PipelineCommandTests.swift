@@ -99,6 +99,29 @@ struct PipelineCommandTests {
         }
     }
 
+    @Test("ffmpeg piping MJPEG into --mjpeg - while the metadata comes from a file, as in the field", arguments: BrokerKind.allCases)
+    func mjpegFromStandardInput(broker kind: BrokerKind) async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        let lines = (0..<8).map { Self.dlstreamerLine($0, withFrameID: false) }
+        let metadata = try folder.write("results.jsonl", lines.joined(separator: "\n") + "\n")
+        let config = try folder.write("config.json", Self.configuration(#"{"publish_frame": true, "qos": 1}"#))
+        let databus = try DatabusBrokerProcess.executable()
+        try await kind.with { broker in
+            let subscriber = try await PahoSubscriber.start(port: broker.port, topic: "dlstreamer_pipeline_results", in: folder)
+            defer { Task { await subscriber.stop() } }
+            let command =
+                "ffmpeg -nostdin -loglevel error -f lavfi -i testsrc=size=640x480:rate=10 -frames:v 8 -q:v 3 -f mjpeg - | "
+                + "'\(databus)' pipeline --config '\(config)' --metadata '\(metadata)' --mjpeg - --port \(broker.port)"
+            let result = try await runProgramCollectingErrors("sh", ["-c", command], timeout: .seconds(60))
+            #expect(result.status == 0, "\(result.errorOutput)")
+            let messages = await subscriber.messages(count: 8)
+            #expect(messages.count == 8)
+            #expect(messages.allSatisfy { $0["image"]?["width"] == .number("640") && $0["image"]?["format"] == .string("JPEG") })
+            #expect(messages.map { $0["metadata_text"] } == lines.map { .string($0) })
+        }
+    }
+
     @Test("ImageMagick frames in a folder, Geti metadata and the detection filter at QoS 2", arguments: BrokerKind.allCases)
     func folderFramesWithFilter(broker kind: BrokerKind) async throws {
         let folder = try TemporaryDirectory()

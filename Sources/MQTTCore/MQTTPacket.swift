@@ -63,7 +63,7 @@ extension MQTTPacket {
     ) throws(MQTTDecodingError) -> MQTTPacket? {
         guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
         let typeValue = first >> 4
-        guard let type = PacketType(rawValue: typeValue), !(type == .auth && version == .v3_1_1) else {
+        guard let type = PacketType(rawValue: typeValue), !(type == .auth && version != nil && version != .v5) else {
             throw MQTTDecodingError(.reservedPacketType, "reserved packet type \(typeValue)")
         }
         let flags = first & 0x0F
@@ -180,7 +180,7 @@ extension MQTTPacket {
     }
 
     private func checkedBodySize(version: MQTTProtocolVersion) throws(MQTTEncodingError) -> Int {
-        if version == .v3_1_1, case .auth = self { throw MQTTEncodingError("AUTH does not exist in MQTT 3.1.1") }
+        if version != .v5, case .auth = self { throw MQTTEncodingError("AUTH does not exist in MQTT \(version)") }
         let body = try bodySize(version: version)
         guard body <= maximumVariableByteInteger else {
             throw MQTTEncodingError("\(type) body of \(body) bytes exceeds the 268,435,455 bytes MQTT allows")

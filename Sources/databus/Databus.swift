@@ -7,14 +7,14 @@ struct Databus: AsyncParsableCommand {
         commandName: "databus",
         abstract: "The MQTT databus of an edge-AI licence-plate recognition system.",
         discussion: """
-            Databus ships an embedded MQTT 3.1.1/5.0 broker, a client library, the LPR server, \
+            Databus ships an embedded MQTT 3.1/3.1.1/5.0 broker, a client library, the LPR server, \
             the edge agents and their tools in one executable. Run `databus <command> --help` \
             for what each command does.
             """,
         version: DatabusVersion.current,
         subcommands: [
             BrokerCommand.self, ServerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self, PasswdCommand.self,
-            BenchCommand.self,
+            BenchCommand.self, PipelineCommand.self, GatewayCommand.self,
         ]
     )
 }

@@ -152,7 +152,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         var clientID = connect.clientIdentifier
         var assigned = false
         if clientID.isEmpty {
-            guard configuration.allowZeroLengthClientID, version == .v5 || connect.cleanStart else {
+            // MQTT 3.1 has no empty client identifiers: mosquitto refuses them with "identifier rejected".
+            guard configuration.allowZeroLengthClientID, version != .v3_1, version == .v5 || connect.cleanStart else {
                 return refuse(context, version: version, reason: .clientIdentifierNotValid, why: "empty client identifier")
             }
             clientID = core.assignClientIdentifier()
@@ -279,7 +280,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let sessionExpiry: UInt32
         switch version {
         case .v5: sessionExpiry = connect.properties.sessionExpiryInterval ?? 0
-        case .v3_1_1:
+        case .v3_1, .v3_1_1:
             if connect.cleanStart {
                 sessionExpiry = 0
             } else if let expiration = configuration.persistentClientExpiration {

@@ -315,7 +315,7 @@ struct ClientSession {
             return [complete(sequence, identifier: comp.packetIdentifier, PublishResult(reasonCode: code, properties: comp.properties))]
         case .pubrel(let rel):
             let known = incomingQoS2.remove(rel.packetIdentifier) != nil
-            let code: ReasonCode = known || version == .v3_1_1 ? .success : .packetIdentifierNotFound
+            let code: ReasonCode = known || version != .v5 ? .success : .packetIdentifierNotFound
             return [.send(.pubcomp(PubCompPacket(packetIdentifier: rel.packetIdentifier, reasonCode: code)))]
         case .suback(let ack):
             return receiveSubAck(ack)

@@ -19,22 +19,23 @@ public struct ConnAckPacket: Sendable, Hashable {
 extension ConnAckPacket {
     static func read(from buffer: inout ByteBuffer, version: MQTTProtocolVersion) throws(MQTTDecodingError) -> ConnAckPacket {
         let flags = try buffer.readMQTTByte()
-        guard flags & 0xFE == 0 else {
+        // 3.1 has no acknowledge flags: the byte is reserved and not looked at.
+        guard flags & 0xFE == 0 || version == .v3_1 else {
             throw MQTTDecodingError(.malformed, "reserved CONNACK acknowledge flag bits are set")
         }
         let code = try buffer.readMQTTByte()
         let reasonCode: ReasonCode
         switch version {
-        case .v3_1_1:
+        case .v3_1, .v3_1_1:
             guard let returnCode = ConnectReturnCode(rawValue: code) else {
-                throw MQTTDecodingError(.invalidReasonCode, "CONNACK return code \(code) is not defined in 3.1.1")
+                throw MQTTDecodingError(.invalidReasonCode, "CONNACK return code \(code) is not defined in \(version)")
             }
             reasonCode = returnCode.reasonCode
         case .v5:
             reasonCode = try ReasonCode.read(code, allowed: ReasonCode.allowedInConnAck, in: "CONNACK")
         }
         let properties = version == .v5 ? try Properties.read(from: &buffer, context: .connack) : []
-        return ConnAckPacket(sessionPresent: flags & 0x01 != 0, reasonCode: reasonCode, properties: properties)
+        return ConnAckPacket(sessionPresent: version != .v3_1 && flags & 0x01 != 0, reasonCode: reasonCode, properties: properties)
     }
 
     func bodySize(version: MQTTProtocolVersion) throws(MQTTEncodingError) -> Int {
@@ -42,9 +43,9 @@ extension ConnAckPacket {
     }
 
     func writeBody(to buffer: inout ByteBuffer, version: MQTTProtocolVersion) {
-        buffer.writeInteger(UInt8(sessionPresent ? 1 : 0))
+        buffer.writeInteger(UInt8(sessionPresent && version != .v3_1 ? 1 : 0))
         switch version {
-        case .v3_1_1:
+        case .v3_1, .v3_1_1:
             buffer.writeInteger(ConnectReturnCode(reasonCode).rawValue)
         case .v5:
             buffer.writeInteger(reasonCode.rawValue)

@@ -66,17 +66,19 @@ extension ConnectPacket {
     static func read(from buffer: inout ByteBuffer) throws(MQTTDecodingError) -> ConnectPacket {
         let protocolName = try buffer.readMQTTString()
         let level = try buffer.readMQTTByte()
-        guard protocolName == "MQTT" else {
-            if protocolName == "MQIsdp" {
-                throw MQTTDecodingError(.unsupportedProtocolVersion, "MQTT 3.1 (MQIsdp) is not supported")
-            }
-            throw MQTTDecodingError(.invalidProtocolName, "protocol name \"\(protocolName)\" is not \"MQTT\"")
+        guard protocolName == "MQTT" || protocolName == "MQIsdp" else {
+            throw MQTTDecodingError(.invalidProtocolName, "protocol name \"\(protocolName)\" is not \"MQTT\" or \"MQIsdp\"")
         }
-        guard let version = MQTTProtocolVersion(rawValue: level) else {
-            throw MQTTDecodingError(.unsupportedProtocolVersion, "protocol level \(level) is not 4 (3.1.1) or 5 (5.0)")
+        // mosquitto's rule: "MQIsdp" goes with level 3 only, "MQTT" with levels 4 and 5.
+        guard let version = MQTTProtocolVersion(rawValue: level), version.protocolName == protocolName else {
+            throw MQTTDecodingError(
+                .unsupportedProtocolVersion,
+                "protocol \"\(protocolName)\" level \(level) is not 3 (MQIsdp, 3.1), 4 (MQTT, 3.1.1) or 5 (MQTT, 5.0)"
+            )
         }
         let flags = try buffer.readMQTTByte()
-        guard flags & Flag.reserved == 0 else {
+        // 3.1 does not reserve bit 0, and mosquitto does not check it there.
+        guard flags & Flag.reserved == 0 || version == .v3_1 else {
             throw MQTTDecodingError(.invalidConnectFlags, "reserved CONNECT flag bit 0 is set")
         }
         let hasWill = flags & Flag.will != 0
@@ -118,7 +120,7 @@ extension ConnectPacket {
     }
 
     func bodySize() throws(MQTTEncodingError) -> Int {
-        var size = 6 + 1 + 1 + 2  // "MQTT", level, flags, keep alive
+        var size = 2 + protocolVersion.protocolName.utf8.count + 1 + 1 + 2  // name, level, flags, keep alive
         if protocolVersion == .v5 { size += try properties.encodedSize() }
         size += try EncodedSize.string(clientIdentifier, "client identifier")
         if let will {
@@ -132,7 +134,7 @@ extension ConnectPacket {
     }
 
     func writeBody(to buffer: inout ByteBuffer) {
-        buffer.writeMQTTString("MQTT")
+        buffer.writeMQTTString(protocolVersion.protocolName)
         buffer.writeInteger(protocolVersion.rawValue)
         var flags: UInt8 = cleanStart ? Flag.cleanStart : 0
         if let will {

@@ -49,7 +49,7 @@ extension PublishPacket {
         let topicName = try buffer.readMQTTTopicName()
         let packetIdentifier = qos == .atMostOnce ? nil : try buffer.readMQTTPacketIdentifier()
         let properties = version == .v5 ? try Properties.read(from: &buffer, context: .publish) : []
-        if topicName.isEmpty && (version == .v3_1_1 || properties.topicAlias == nil) {
+        if topicName.isEmpty && (version != .v5 || properties.topicAlias == nil) {
             throw MQTTDecodingError(.emptyTopicName, "PUBLISH with an empty topic name and no topic alias")
         }
         let payload = buffer.readSlice(length: buffer.readableBytes)!

@@ -37,7 +37,7 @@ public struct SubscriptionOptions: Sendable, Hashable {
             throw MQTTDecodingError(.invalidQoS, "subscription with QoS 3")
         }
         switch version {
-        case .v3_1_1:
+        case .v3_1, .v3_1_1:
             guard byte & 0xFC == 0 else {
                 throw MQTTDecodingError(.malformed, "reserved subscription option bits are set")
             }

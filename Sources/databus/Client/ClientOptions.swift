@@ -15,7 +15,7 @@ struct ClientOptions: ParsableArguments {
 
     @Option(
         name: [.customShort("V"), .customLong("protocol-version")],
-        help: "The MQTT version: mqttv311 (or 311, the default as in mosquitto) or mqttv5 (or 5). -D implies mqttv5."
+        help: "The MQTT version: mqttv31 (or 31), mqttv311 (or 311, the default as in mosquitto) or mqttv5 (or 5). -D implies mqttv5."
     )
     var protocolVersion: String?
 
@@ -124,10 +124,9 @@ struct ClientOptions: ParsableArguments {
         case nil: propertyWords.isEmpty ? .v3_1_1 : .v5
         case "mqttv311", "311", "v311", "3.1.1": .v3_1_1
         case "mqttv5", "5", "v5", "5.0": .v5
-        case "mqttv31", "31":
-            throw ValidationError("MQTT 3.1 (-V \(protocolVersion ?? "")) is not supported; use mqttv311 or mqttv5.")
+        case "mqttv31", "31", "v31", "3.1": .v3_1
         default:
-            throw ValidationError("Invalid protocol version '\(protocolVersion ?? "")': use mqttv311 (311) or mqttv5 (5).")
+            throw ValidationError("Invalid protocol version '\(protocolVersion ?? "")': use mqttv31 (31), mqttv311 (311) or mqttv5 (5).")
         }
     }
 

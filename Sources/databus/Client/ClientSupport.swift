@@ -63,7 +63,7 @@ struct ClientConsole: Sendable {
         switch clientError.code {
         case .connectionRefused:
             let code = clientError.reasonCode ?? .unspecifiedError
-            if configuration.protocolVersion == .v3_1_1 {
+            if configuration.protocolVersion != .v5 {
                 let returnCode = ConnectReturnCode(code)
                 self.error(
                     "Connection error: the broker refused the connection: \(Self.describe(returnCode)) (CONNACK return code \(returnCode.rawValue))."

@@ -460,9 +460,9 @@ let malformedCases: [MalformedCase] = [
         reasonCode: .unsupportedProtocolVersion
     ),
     .init(
-        name: "MQTT 3.1 (MQIsdp)",
+        name: "MQIsdp with protocol level 4 (MQIsdp is 3.1, level 3 only)",
         version: nil,
-        bytes: packet(0x10, str("MQIsdp") + [3, 0x02, 0, 60] + str("c")),
+        bytes: packet(0x10, str("MQIsdp") + [4, 0x02, 0, 60] + str("c")),
         kind: .unsupportedProtocolVersion,
         reasonCode: .unsupportedProtocolVersion
     ),

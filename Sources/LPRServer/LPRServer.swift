@@ -318,8 +318,14 @@ public final class LPRServer: Service, Sendable {
         await report(.warning, message, metadata: ["mqtt.topic": "\(topic)"])
         await raise([
             Alert(
-                alertID: Self.newID(), level: .warning, kind: .messageRejected, cameraID: cameraID, message: message, timestamp: Date(),
-                details: ["topic": .string(topic), "errors": .array(errors.map(\.json))])
+                alertID: Self.newID(),
+                level: .warning,
+                kind: .messageRejected,
+                cameraID: cameraID,
+                message: message,
+                timestamp: Date(),
+                details: ["topic": .string(topic), "errors": .array(errors.map(\.json))]
+            )
         ])
     }
 

@@ -177,7 +177,9 @@ final class IngestCamera: ChannelInboundHandler, @unchecked Sendable {
             guard !connack.reasonCode.isFailure else { return ready.fail(BenchError("the broker refused \(cameraID): \(connack.reasonCode)")) }
             var buffer = context.channel.allocator.buffer(capacity: 64)
             let subscribe = SubscribePacket(
-                packetIdentifier: 1, subscriptions: [.init(topicFilter: topic + "/ack", options: SubscriptionOptions(qos: .atLeastOnce))])
+                packetIdentifier: 1,
+                subscriptions: [.init(topicFilter: topic + "/ack", options: SubscriptionOptions(qos: .atLeastOnce))]
+            )
             try? MQTTPacket.subscribe(subscribe).write(to: &buffer, version: configuration.version)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         case .suback(let suback):
@@ -262,7 +264,12 @@ final class IngestCamera: ChannelInboundHandler, @unchecked Sendable {
         }
         nextIdentifier = nextIdentifier == UInt16.max ? 1 : nextIdentifier + 1
         let publish = PublishPacket(
-            topicName: topic, payload: ByteBuffer(bytes: payload), qos: .atLeastOnce, retain: false, packetIdentifier: nextIdentifier)
+            topicName: topic,
+            payload: ByteBuffer(bytes: payload),
+            qos: .atLeastOnce,
+            retain: false,
+            packetIdentifier: nextIdentifier
+        )
         var buffer = context.channel.allocator.buffer(capacity: payload.count + topic.utf8.count + 16)
         try? MQTTPacket.publish(publish).write(to: &buffer, version: configuration.version)
         pending[sequence] = benchNow()

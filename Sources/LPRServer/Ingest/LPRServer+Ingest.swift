@@ -78,8 +78,12 @@ extension LPRServer {
         func add(_ topic: LPRTopic, _ json: JSONObject) {
             outgoing.append(
                 MQTTClient.OutgoingMessage(
-                    topic: topic.name, payload: ByteBuffer(bytes: JSONValue.object(json).jsonBytes), qos: QoS(rawValue: UInt8(topic.qos)) ?? .atLeastOnce,
-                    retain: topic.retain))
+                    topic: topic.name,
+                    payload: ByteBuffer(bytes: JSONValue.object(json).jsonBytes),
+                    qos: QoS(rawValue: UInt8(topic.qos)) ?? .atLeastOnce,
+                    retain: topic.retain
+                )
+            )
         }
         for item in batch {
             switch item.decision {
@@ -91,16 +95,25 @@ extension LPRServer {
                     [
                         "message_id": .string(detection.messageID), "status": .string(outcome == .stored ? "stored" : "duplicate"), "errors": [],
                         "timestamp": timestamp,
-                    ])
+                    ]
+                )
                 if outcome == .stored {
                     storedCount += 1
                     hits += accepted.matches.count
                     for (match, alert) in zip(accepted.matches, accepted.record.alerts) {
                         let notification = WatchlistNotification(
-                            messageID: Self.newID(), timestamp: now, cameraID: detection.cameraID, checkpointID: detection.checkpointID,
-                            plateNumber: match.plateNumber, matchedPlate: match.entry.plate, distance: match.distance,
-                            reason: match.entry.reason, level: match.entry.level, entryID: match.entry.id,
-                            detectionMessageID: detection.messageID)
+                            messageID: Self.newID(),
+                            timestamp: now,
+                            cameraID: detection.cameraID,
+                            checkpointID: detection.checkpointID,
+                            plateNumber: match.plateNumber,
+                            matchedPlate: match.entry.plate,
+                            distance: match.distance,
+                            reason: match.entry.reason,
+                            level: match.entry.level,
+                            entryID: match.entry.id,
+                            detectionMessageID: detection.messageID
+                        )
                         add(.blacklistNotifications, notification.json)
                         add(.systemAlerts, alert.json)
                         alertsRaised.append(alert)
@@ -109,10 +122,19 @@ extension LPRServer {
                         events.publish(
                             .detection(
                                 StoredDetection(
-                                    sequence: 0, messageID: detection.messageID, cameraID: detection.cameraID,
-                                    checkpointID: detection.checkpointID, capturedAt: detection.timestamp, receivedAt: item.receivedAt,
-                                    confidence: accepted.record.confidence, plates: detection.plateNumbers, payload: accepted.record.payload),
-                                watchlistHit: !accepted.matches.isEmpty))
+                                    sequence: 0,
+                                    messageID: detection.messageID,
+                                    cameraID: detection.cameraID,
+                                    checkpointID: detection.checkpointID,
+                                    capturedAt: detection.timestamp,
+                                    receivedAt: item.receivedAt,
+                                    confidence: accepted.record.confidence,
+                                    plates: detection.plateNumbers,
+                                    payload: accepted.record.payload
+                                ),
+                                watchlistHit: !accepted.matches.isEmpty
+                            )
+                        )
                     }
                 } else {
                     duplicates += 1

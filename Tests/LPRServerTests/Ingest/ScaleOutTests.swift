@@ -68,7 +68,10 @@ struct ScaleOutTests {
                                         if missing.isEmpty { break }
                                         for messageID in missing.sorted() {
                                             _ = try await camera.enqueue(
-                                                topic: "lprserver/cameras/\(id)/detection", payload: payloads[messageID]!, qos: .atLeastOnce)
+                                                topic: "lprserver/cameras/\(id)/detection",
+                                                payload: payloads[messageID]!,
+                                                qos: .atLeastOnce
+                                            )
                                         }
                                     }
                                     try await Task.sleep(for: .seconds(1))

@@ -11,8 +11,17 @@ struct CameraHealthRulesTests {
 
     func health(_ status: CameraHealth.Status, cpu: Double = 20, temperature: Double = 40, disk: Double = 10) -> CameraHealth {
         CameraHealth(
-            messageID: UUID().uuidString, timestamp: start, cameraID: "CAM1", status: status, cpuUsage: cpu, memoryUsage: 30, diskUsage: disk,
-            lastDetection: nil, uptimeSeconds: 100, temperature: temperature)
+            messageID: UUID().uuidString,
+            timestamp: start,
+            cameraID: "CAM1",
+            status: status,
+            cpuUsage: cpu,
+            memoryUsage: 30,
+            diskUsage: disk,
+            lastDetection: nil,
+            uptimeSeconds: 100,
+            temperature: temperature
+        )
     }
 
     @Test("the first health makes a camera known and online without an alert; problems are raised once and again after clearing")
@@ -99,7 +108,14 @@ struct DetectionIntakeTests {
         let payload = #"""
             {"message_id":"m1","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","detection_data":{"plates":[{"plate_number":"A8C1234"},{"plate_number":"ZZZ"}]}}
             """#
-        guard case .accepted(let accepted) = DetectionIntake.evaluate(cameraID: "CAM1", payload: Array(payload.utf8), receivedAt: now, matcher: matcher, makeID: { "alert-1" })
+        guard
+            case .accepted(let accepted) = DetectionIntake.evaluate(
+                cameraID: "CAM1",
+                payload: Array(payload.utf8),
+                receivedAt: now,
+                matcher: matcher,
+                makeID: { "alert-1" }
+            )
         else {
             Issue.record("refused")
             return
@@ -115,7 +131,14 @@ struct DetectionIntakeTests {
     func rejected() {
         let cases: [(String, String?)] = [("garbage", nil), (#"{"message_id":"m2"}"#, "m2"), (#"{"message_id":""}"#, nil), ("[]", nil)]
         for (payload, expected) in cases {
-            guard case .rejected(let rejection) = DetectionIntake.evaluate(cameraID: "CAM1", payload: Array(payload.utf8), receivedAt: now, matcher: matcher) else {
+            guard
+                case .rejected(let rejection) = DetectionIntake.evaluate(
+                    cameraID: "CAM1",
+                    payload: Array(payload.utf8),
+                    receivedAt: now,
+                    matcher: matcher
+                )
+            else {
                 Issue.record("accepted \(payload)")
                 continue
             }

@@ -661,11 +661,21 @@ public actor MQTTClient {
             }
             do {
                 let probe = PublishPacket(
-                    topicName: message.topic, payload: message.payload, qos: message.qos, retain: message.retain, packetIdentifier: 1,
-                    properties: message.properties)
+                    topicName: message.topic,
+                    payload: message.payload,
+                    qos: message.qos,
+                    retain: message.retain,
+                    packetIdentifier: 1,
+                    properties: message.properties
+                )
                 _ = try MQTTPacket.publish(probe).encodedSize(version: configuration.protocolVersion)
                 let (_, entryActions) = try session.enqueue(
-                    topic: message.topic, payload: message.payload, qos: message.qos, retain: message.retain, properties: message.properties)
+                    topic: message.topic,
+                    payload: message.payload,
+                    qos: message.qos,
+                    retain: message.retain,
+                    properties: message.properties
+                )
                 actions += entryActions
                 results.append(nil)
             } catch let error as MQTTClientError {

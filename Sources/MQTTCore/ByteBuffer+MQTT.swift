@@ -39,8 +39,9 @@ extension ByteBuffer {
     }
 
     /// Writes `value` (0...268,435,455) as a variable byte integer.
+    /// - Returns: the number of bytes written (1 to 4).
     @discardableResult
-    mutating func writeMQTTVariableByteInteger(_ value: Int) -> Int {
+    public mutating func writeMQTTVariableByteInteger(_ value: Int) -> Int {
         var remaining = value
         var written = 0
         repeat {

@@ -42,16 +42,12 @@ final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
         self.connected = connected
         let topicBytes = Array(topic.utf8)
         let remaining = 2 + topicBytes.count + (qos == .atMostOnce ? 0 : 2) + (version == .v5 ? 1 : 0) + size
-        var prefix: [UInt8] = [0x30 | (qos.rawValue << 1)]
-        var value = remaining
-        repeat {
-            var byte = UInt8(value & 0x7F)
-            value >>= 7
-            if value > 0 { byte |= 0x80 }
-            prefix.append(byte)
-        } while value > 0
-        prefix += [UInt8(topicBytes.count >> 8), UInt8(topicBytes.count & 0xFF)] + topicBytes
-        self.prefix = prefix
+        var header = ByteBuffer()
+        header.writeInteger(0x30 | (qos.rawValue << 1))
+        header.writeMQTTVariableByteInteger(remaining)
+        header.writeInteger(UInt16(topicBytes.count))
+        header.writeBytes(topicBytes)
+        self.prefix = Array(header.readableBytesView)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }

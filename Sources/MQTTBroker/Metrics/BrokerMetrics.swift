@@ -39,10 +39,10 @@ final class BrokerMetrics: Sendable {
     private func update(_ core: BrokerCore) {
         let statistics = core.statistics
         gauge("databus_connections", "Clients connected now", value: statistics.clientsConnected.load(ordering: .relaxed))
-        gauge("databus_sessions", "Sessions, connected or not", value: core.sessionCount)
+        gauge("databus_sessions", "Sessions, connected or not", value: core.sessions.count)
         gauge("databus_retained_messages", "Retained messages stored", value: core.retained.count)
         gauge("databus_subscriptions", "Subscriptions, shared members included", value: core.router.count)
-        gauge("databus_queued_messages", "Messages queued for clients, over all sessions", value: core.queuedMessageCount)
+        gauge("databus_queued_messages", "Messages queued for clients, over all sessions", value: core.sessions.queuedMessageCount)
         for qos in QoS.allCases {
             let labels = [("qos", "\(qos.rawValue)")]
             counter(

@@ -306,7 +306,7 @@ final class Session: @unchecked Sendable {
     /// its own: the connection then ends as any lost connection does (will, expiry).
     func closeConnection(reason: ReasonCode) {
         let outlet = lock.withLock { self.outlet }
-        outlet?.close(reason: reason)
+        outlet?.close(reason: reason, why: "the reloaded configuration no longer admits this client")
     }
 
     func disconnectClient(reason: ReasonCode) {
@@ -314,7 +314,7 @@ final class Session: @unchecked Sendable {
             defer { self.outlet = nil }
             return self.outlet
         }
-        outlet?.close(reason: reason)
+        outlet?.close(reason: reason, why: "\(reason)")
     }
 
     var expiryInterval: UInt32 {

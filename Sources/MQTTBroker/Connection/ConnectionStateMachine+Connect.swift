@@ -38,13 +38,20 @@ extension ConnectionStateMachine {
             clientID = assignIdentifier()
             assigned = true
         }
+        // max_keepalive as mosquitto 2.0.11 applies it: a 5.0 client asking for more (or for
+        // none) is told the maximum as server keep alive; 3.1.1 cannot be told, so a keep alive
+        // above the maximum is refused (as mosquitto documents) and 0 (no keep alive) is accepted.
         var serverKeepAlive: UInt16?
         let maximum = configuration.maxKeepalive
         if connect.keepAlive > maximum || (connect.keepAlive == 0 && maximum < 65_535) {
-            guard version == .v5 else {
-                return refuse(.clientIdentifierNotValid, "keep alive \(connect.keepAlive) s is not allowed (max_keepalive \(maximum))")
+            switch version {
+            case .v5:
+                serverKeepAlive = maximum
+            case .v3_1_1:
+                if connect.keepAlive > maximum {
+                    return refuse(.clientIdentifierNotValid, "keep alive \(connect.keepAlive) s is not allowed (max_keepalive \(maximum))")
+                }
             }
-            serverKeepAlive = maximum
         }
         if version == .v5, let method = connect.properties.authenticationMethod {
             return refuse(.badAuthenticationMethod, "authentication method \(method) is not supported")

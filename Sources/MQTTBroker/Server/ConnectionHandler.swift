@@ -23,7 +23,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// How long a connection the broker closed stays open for reading after the broker's
     /// last packet, so that the client reads it rather than a reset.
-    static let closeLinger = TimeAmount.seconds(2)
+    static let closeLinger = TimeAmount.seconds(5)
 
     private let core: BrokerCore
     /// The configuration when the connection opened; a reload applies to later connections.

@@ -199,6 +199,31 @@ struct ConnectionStateMachineConnectTests {
         #expect(machine.keepAlive == 20)
     }
 
+    @Test("3.1.1: keep alive 0 under max_keepalive is accepted without keep alive, as in mosquitto 2.0.11; above it, refused with 2")
+    func keepAliveV311() {
+        let rules = configuration { $0.maxKeepalive = 60 }
+        var none = ConnectionStateMachine(limits: limits(), now: start)
+        let connect = ConnectPacket(protocolVersion: .v3_1_1, clientIdentifier: "paho", keepAlive: 0)
+        guard case .authenticate(let admission) = none.connectReceived(connect, configuration: rules, assignIdentifier: { "x" }) else {
+            Issue.record("keep alive 0 was refused")
+            return
+        }
+        #expect(admission.serverKeepAlive == nil)
+        _ = none.authenticated(.accepted(username: nil, method: "anonymous"), configuration: rules)
+        let connack = none.sessionOpened(present: false, sessionExpiry: 0, configuration: rules)
+        #expect(connack.reasonCode == .success && connack.properties.isEmpty)
+        #expect(none.keepAlive == 0)
+        #expect(none.keepAliveCheck(now: start + .seconds(3600)) == nil)
+
+        var greedy = ConnectionStateMachine(limits: limits(), now: start)
+        let tooLong = ConnectPacket(protocolVersion: .v3_1_1, clientIdentifier: "paho", keepAlive: 61)
+        guard case .refuse(let refusal, .v3_1_1, _) = greedy.connectReceived(tooLong, configuration: rules, assignIdentifier: { "x" }) else {
+            Issue.record("keep alive 61 was accepted")
+            return
+        }
+        #expect(refusal.reasonCode == .clientIdentifierNotValid)
+    }
+
     @Test("an authentication method (5.0) is refused with 0x8C, a retained will without retain_available with 0x9A")
     func refusedBeforeAuthentication() {
         var machine = ConnectionStateMachine(limits: limits(), now: start)

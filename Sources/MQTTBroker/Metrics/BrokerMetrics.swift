@@ -68,6 +68,20 @@ final class BrokerMetrics: Sendable {
                 value: count.load(ordering: .relaxed)
             )
         }
+        for session in core.sessions.all {
+            for (reason, count) in session.dropCounts {
+                counter(
+                    "databus_client_messages_dropped_total",
+                    [("client", session.clientID), ("reason", reason.rawValue)],
+                    "Messages dropped for (or from) one client, by reason",
+                    value: count
+                )
+            }
+        }
+        if let store = core.store {
+            gauge("databus_store_bytes", "Bytes the persistent store's pages in use take", value: store.sizeInUse)
+            gauge("databus_store_budget_bytes", "persistence_max_bytes: the budget for the store (0: none)", value: store.maximumBytes)
+        }
         counter(
             "databus_authentication_failures_total",
             [],

@@ -10,6 +10,7 @@ extension BrokerCore {
         let store = try SQLiteBrokerStore(
             folder: configuration.persistenceLocation,
             logger: logger,
+            maximumBytes: configuration.persistenceMaxBytes,
             writeLatency: metrics.persistenceWriteLatency
         )
         let state = try store.load()
@@ -17,7 +18,7 @@ extension BrokerCore {
         for message in state.retained { retained.retain(message) }
         let limits = self.configuration.sessionLimits
         for stored in state.sessions {
-            let session = Session(clientID: stored.clientID, limits: limits, statistics: statistics, store: store)
+            let session = Session(clientID: stored.clientID, limits: limits, environment: sessions.environment)
             session.restore(stored)
             sessions.insertRestored(session)
             for subscription in stored.subscriptions {
@@ -42,7 +43,7 @@ extension BrokerCore {
             "restored the persistent state",
             metadata: [
                 "store": "\(configuration.persistenceLocation)", "sessions": "\(state.sessions.count)",
-                "messages": "\(state.sessions.reduce(0) { $0 + $1.messages.count })", "retained": "\(state.retained.count)",
+                "messages": "\(state.sessions.reduce(0) { $0 + $1.messages.count + $1.storedOnly })", "retained": "\(state.retained.count)",
             ]
         )
     }

@@ -45,10 +45,11 @@ final class MessageDistributor: Sendable {
 
     private var store: SQLiteBrokerStore? { storeReference.store }
 
-    /// A subscriber's copy of a message, with the packet identifier reserved when it is stored.
+    /// A subscriber's copy of a message; for a persistent session with a store, how the session
+    /// admitted it (see ``OutboundMessages/admit(bytes:online:)``).
     private struct PreparedDelivery {
         let delivery: Delivery
-        let packetIdentifier: UInt16?
+        let admission: OutboundMessages.Admission?
     }
 
     /// Routes `message` to every matching subscriber and keeps it if it is retained, at once.
@@ -56,10 +57,10 @@ final class MessageDistributor: Sendable {
     /// without waiting (QoS 0, wills and `$SYS` topics, which nobody acknowledges).
     @discardableResult
     func publish(_ message: ApplicationMessage, now: NIODeadline) -> RouteOutcome {
-        let (prepared, operations) = prepare(message)
+        let (prepared, operations, outcome) = prepare(message)
         if let store, !operations.isEmpty { store.record(operations) }
         deliver(message, prepared, now: now)
-        return RouteOutcome(deliveries: prepared.count)
+        return outcome
     }
 
     /// Routes a QoS 1/2 message from a client: with a store, its copies for persistent
@@ -71,10 +72,10 @@ final class MessageDistributor: Sendable {
         now: NIODeadline,
         completion: @escaping @Sendable (Result<RouteOutcome, any Error>) -> Void
     ) {
-        let (prepared, operations) = prepare(message)
+        let (prepared, operations, outcome) = prepare(message)
         guard let store, !(operations.isEmpty && extra.isEmpty) else {
             deliver(message, prepared, now: now)
-            return completion(.success(RouteOutcome(deliveries: prepared.count)))
+            return completion(.success(outcome))
         }
         store.commit(operations + extra) { result in
             switch result {
@@ -82,24 +83,31 @@ final class MessageDistributor: Sendable {
                 // Delivered as of the publish time: a message expiry interval of 0 still reaches
                 // connected subscribers, as it would have without the store.
                 self.deliver(message, prepared, now: now)
-                completion(.success(RouteOutcome(deliveries: prepared.count)))
+                completion(.success(outcome))
             case .failure(let error):
+                let bytes = message.payload.readableBytes
                 for item in prepared {
-                    if let identifier = item.packetIdentifier { item.delivery.session.releaseReservation(identifier) }
+                    if let admission = item.admission { item.delivery.session.admissionFailed(admission, bytes: bytes) }
                 }
                 completion(.failure(error))
             }
         }
     }
 
-    private func prepare(_ message: ApplicationMessage) -> ([PreparedDelivery], [StoreOperation]) {
+    /// Finds the subscribers, drops the copies the ACL keeps from them, and has persistent
+    /// sessions admit their QoS 1/2 copies, which are stored (those refused are counted in
+    /// the outcome: a 5.0 publisher learns it as 0x97).
+    private func prepare(_ message: ApplicationMessage) -> ([PreparedDelivery], [StoreOperation], RouteOutcome) {
         var deliveries = router.deliveries(for: message)
         if security.checksAccess {
-            let before = deliveries.count
-            deliveries.removeAll { !$0.session.mayRead(message.topic) }
-            for _ in deliveries.count..<before { statistics.dropped(.notAuthorized) }
+            deliveries.removeAll { delivery in
+                guard !delivery.session.mayRead(message.topic) else { return false }
+                delivery.session.recordDrop(.notAuthorized)
+                return true
+            }
         }
         var operations: [StoreOperation] = []
+        var outcome = RouteOutcome(deliveries: 0)
         let store = self.store
         if store != nil && message.retain && configuration.retainAvailable && !message.topic.hasPrefix("$SYS") {
             operations.append(message.payload.readableBytes == 0 ? .deleteRetained(topic: message.topic) : .putRetained(message))
@@ -107,25 +115,47 @@ final class MessageDistributor: Sendable {
         var prepared: [PreparedDelivery] = []
         prepared.reserveCapacity(deliveries.count)
         for delivery in deliveries {
-            var identifier: UInt16?
-            if store != nil, delivery.qos != .atMostOnce, delivery.session.isPersistent,
-                let reserved = delivery.session.reservePacketIdentifier()
-            {
-                identifier = reserved
-                operations.append(
-                    .putMessage(
-                        clientID: delivery.session.clientID,
-                        packetIdentifier: reserved,
-                        qos: delivery.qos,
-                        retain: delivery.retainAsPublished && message.retain,
-                        subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-                        message: message
-                    )
-                )
+            guard let store, delivery.qos != .atMostOnce else {
+                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
+                continue
             }
-            prepared.append(PreparedDelivery(delivery: delivery, packetIdentifier: identifier))
+            let session = delivery.session
+            let bytes = message.payload.readableBytes
+            guard let admission = session.admit(bytes: bytes) else {
+                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
+                continue
+            }
+            let identifier: UInt16?
+            switch admission {
+            case .refused:
+                outcome.notQueued += 1
+                continue
+            case .memory(let reserved):
+                identifier = reserved
+            case .storeOnly:
+                identifier = nil
+            }
+            guard store.hasRoom(for: message.storedSize) else {
+                session.admissionFailed(admission, bytes: bytes)
+                session.recordDrop(.storeFull)
+                outcome.notQueued += 1
+                continue
+            }
+            operations.append(
+                .putMessage(
+                    clientID: session.clientID,
+                    sequence: store.nextSequence(),
+                    packetIdentifier: identifier,
+                    qos: delivery.qos,
+                    retain: delivery.retainAsPublished && message.retain,
+                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                    message: message
+                )
+            )
+            prepared.append(PreparedDelivery(delivery: delivery, admission: admission))
         }
-        return (prepared, operations)
+        outcome.deliveries = prepared.count
+        return (prepared, operations, outcome)
     }
 
     private func deliver(_ message: ApplicationMessage, _ prepared: [PreparedDelivery], now: NIODeadline) {
@@ -138,7 +168,7 @@ final class MessageDistributor: Sendable {
                 retain: delivery.retainAsPublished && message.retain,
                 subscriptionIdentifiers: delivery.subscriptionIdentifiers,
                 sharedGroup: delivery.sharedGroup,
-                packetIdentifier: item.packetIdentifier,
+                admission: item.admission,
                 now: now
             )
         }
@@ -148,12 +178,12 @@ final class MessageDistributor: Sendable {
     /// and only to a topic the ACL in force lets the client write; otherwise dropped and logged.
     func publishWill(_ message: ApplicationMessage, of session: Session, now: NIODeadline) {
         if message.topic.hasPrefix("$SYS") {
-            statistics.dropped(.forbiddenTopic)
+            session.recordDrop(.forbiddenTopic)
             logger.notice("dropping a will on $SYS", metadata: ["client": "\(session.clientID)", "topic": "\(message.topic)"])
             return
         }
         if security.checksAccess, let access = session.access, !access.allows(.write, topic: message.topic) {
-            statistics.dropped(.notAuthorized)
+            session.recordDrop(.notAuthorized)
             logger.notice("dropping a will the ACL does not allow", metadata: ["client": "\(session.clientID)", "topic": "\(message.topic)"])
             return
         }
@@ -169,7 +199,7 @@ final class MessageDistributor: Sendable {
                 continue
             }
             if security.checksAccess && !member.session.mayRead(item.message.topic) {
-                statistics.dropped(.notAuthorized)
+                member.session.recordDrop(.notAuthorized)
                 continue
             }
             member.session.deliver(

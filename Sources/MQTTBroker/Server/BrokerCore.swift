@@ -47,7 +47,8 @@ final class BrokerCore: Sendable {
             configuration: inForce,
             statistics: statistics,
             storeReference: storeReference,
-            distributor: distributor
+            distributor: distributor,
+            logger: logger
         )
     }
 

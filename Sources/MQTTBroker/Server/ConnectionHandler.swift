@@ -116,9 +116,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         keepAliveTask?.cancel()
         lingerTask?.cancel()
         core.connections.unregister(context.channel)
-        if let connected = machine.connectionClosed(), let session, let outlet {
-            connectionEnded(connected, session: session, outlet: outlet)
-        }
+        endSession()
         context.fireChannelInactive()
     }
 
@@ -162,6 +160,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 if sessionExpiry != 0 { core.store?.record([.putSession(clientID: session.clientID, expiryInterval: sessionExpiry)]) }
             }
             logger.debug("client disconnected")
+            endSession()
             context.close(promise: nil)
         }
     }
@@ -327,7 +326,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard let session, let outlet else { return }
         switch action {
         case .answer(let answer, let drop, let why):
-            if let drop { core.statistics.dropped(drop) }
+            if let drop { session.recordDrop(drop) }
             if let why { logger.notice("\(why)") }
             if let answer { outlet.send(answer) }
         case .route(let inbound):
@@ -440,7 +439,18 @@ final class ConnectionHandler: ChannelInboundHandler {
             outlet.send(.disconnect(DisconnectPacket(reasonCode: reason)))
             outlet.writePending()
         }
+        // The client is gone for the session from now on (will, expiry), however long it
+        // takes to read the last packet.
+        endSession()
         closeAfterLinger(context: context)
+    }
+
+    /// Ends the connection's part in its session, once: when the broker decides to close, the
+    /// client disconnects, or the connection drops.
+    private func endSession() {
+        keepAliveTask?.cancel()
+        guard let connected = machine.connectionClosed(), let session, let outlet else { return }
+        connectionEnded(connected, session: session, outlet: outlet)
     }
 
     /// Shuts our side down for writing once what was written has left, then reads and ignores

@@ -13,20 +13,34 @@ final class SessionRegistry: Sendable {
     private let statistics: BrokerStatistics
     private let storeReference: StoreReference
     private let distributor: MessageDistributor
+    private let logger: Logger
+    private let environmentBox = NIOLockedValueBox<SessionEnvironment?>(nil)
 
     init(
         configuration: ConfigurationInForce,
         statistics: BrokerStatistics,
         storeReference: StoreReference,
-        distributor: MessageDistributor
+        distributor: MessageDistributor,
+        logger: Logger
     ) {
         self.configuration = configuration
         self.statistics = statistics
         self.storeReference = storeReference
         self.distributor = distributor
+        self.logger = logger
     }
 
     private var store: SQLiteBrokerStore? { storeReference.store }
+
+    /// What every session shares; made once the store is open (before any session exists).
+    var environment: SessionEnvironment {
+        environmentBox.withLockedValue { environment in
+            if let environment { return environment }
+            let made = SessionEnvironment(statistics: statistics, store: storeReference.store, logger: logger)
+            environment = made
+            return made
+        }
+    }
 
     /// A client identifier for a client that sent an empty one.
     func assignClientIdentifier() -> String {
@@ -39,12 +53,12 @@ final class SessionRegistry: Sendable {
     /// - Returns: the session and whether it existed before (CONNACK's session present).
     func open(clientID: String, cleanStart: Bool) -> (Session, present: Bool) {
         let limits = configuration.sessionLimits
-        let store = self.store
+        let environment = self.environment
         let (session, previous, present) = sessions.withLockedValue { sessions -> (Session, Session?, Bool) in
             let existing = sessions[clientID]
             existing?.disconnectClient(reason: .sessionTakenOver)
             if let existing, !cleanStart { return (existing, nil, true) }
-            let session = Session(clientID: clientID, limits: limits, statistics: statistics, store: store)
+            let session = Session(clientID: clientID, limits: limits, environment: environment)
             sessions[clientID] = session
             return (session, existing, false)
         }

@@ -41,6 +41,7 @@ struct ConfigurationTests {
             persistence true
             persistence_location /var/lib/databus/
             persistence_max_bytes 512M
+            backpressure false
             retain_available false
             allow_zero_length_clientid false
             auto_id_prefix dbx-
@@ -70,6 +71,7 @@ struct ConfigurationTests {
         #expect(configuration.persistence == true)
         #expect(configuration.persistenceLocation == "/var/lib/databus/")
         #expect(configuration.persistenceMaxBytes == 512 << 20)
+        #expect(configuration.backpressure == false)
         #expect(configuration.retainAvailable == false)
         #expect(configuration.allowZeroLengthClientID == false)
         #expect(configuration.autoIDPrefix == "dbx-")
@@ -92,6 +94,7 @@ struct ConfigurationTests {
         // Not set: no count limit for persistent sessions kept in the store, 1000 for others.
         #expect(configuration.maxQueuedMessages == nil)
         #expect(configuration.persistenceMaxBytes == 1 << 30)
+        #expect(configuration.backpressure == true)
         #expect(configuration.maxQueuedBytes == 0)
         #expect(configuration.messageSizeLimit == 0)
         #expect(configuration.maxPacketSize == 0)
@@ -237,6 +240,7 @@ struct ConfigurationTests {
             ("metrics_listener", "http"),
             ("persistence_max_bytes", "lots"),
             ("persistence_max_bytes", "-1G"),
+            ("backpressure", "sometimes"),
         ]
     )
     func badValue(key: String, value: String) throws {

@@ -184,13 +184,15 @@ struct OfflineQueueTests {
         }
     }
 
-    @Test("an online subscriber with a backlog larger than its memory window gets every message in order")
+    @Test("without back-pressure, an online subscriber with a backlog larger than its memory window gets every message in order")
     func backlogInOrder() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("databus-backlog-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: folder) }
+        // With back-pressure (the default) the publisher would be held back long before.
         let configuration = BrokerConfiguration.testing {
             $0.persistence = true
             $0.persistenceLocation = folder
+            $0.backpressure = false
         }
         try await withBroker(configuration) { port in
             let subscriber = try await CodecConnection.connect(port: port, version: .v5)
@@ -206,7 +208,8 @@ struct OfflineQueueTests {
             #expect(answers.count == 3000 && answers.values.allSatisfy { $0 == .success })
 
             let received = try await receiveNumbered(subscriber)
-            #expect(received == Array(1...3000))
+            #expect(received.count == 3000)
+            #expect(received == Array(1...3000), "in order")
         }
     }
 

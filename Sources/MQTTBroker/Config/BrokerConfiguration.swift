@@ -60,6 +60,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var persistentClientExpiration: Duration?
     public var persistence = false
     public var persistenceLocation = ""
+    /// Our key `backpressure`: publishers feeding a connected client whose backlog passes a
+    /// high-water mark are not read from until it drains (true, the default); false drops
+    /// messages over the queue limits as mosquitto does.
+    public var backpressure = true
     /// Our key `persistence_max_bytes`: how large the store may grow with queued messages
     /// (0 = no limit); copies beyond it are refused (5.0 publishers get 0x97) and counted.
     public var persistenceMaxBytes = 1 << 30

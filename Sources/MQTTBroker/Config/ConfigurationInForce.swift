@@ -43,7 +43,8 @@ extension Session.Limits {
         self.init(
             maxInflight: configuration.maxInflightMessages == 0 ? 65_535 : configuration.maxInflightMessages,
             maxQueuedMessages: configuration.maxQueuedMessages,
-            maxQueuedBytes: configuration.maxQueuedBytes
+            maxQueuedBytes: configuration.maxQueuedBytes,
+            backpressure: configuration.backpressure
         )
     }
 }

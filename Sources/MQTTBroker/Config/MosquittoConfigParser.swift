@@ -164,6 +164,7 @@ public enum MosquittoConfigParser {
         case "persistent_client_expiration": configuration.persistentClientExpiration = try duration(line)
         case "persistence": configuration.persistence = try line.bool()
         case "persistence_max_bytes": configuration.persistenceMaxBytes = try byteCount(line)
+        case "backpressure": configuration.backpressure = try line.bool()
         case "persistence_location":
             guard !line.rest.isEmpty else { throw line.error("expects a folder") }
             configuration.persistenceLocation = line.rest

@@ -80,6 +80,10 @@ struct ConnectionStateMachine {
 
     /// Packets a client may send behind CONNECT before it is admitted.
     static let maximumPendingPackets = 64
+    /// Packets (and their bytes) held while the client waits for subscribers, beyond which the
+    /// connection is no longer read (the client is then paced by TCP).
+    static let maximumHeldPackets = 64
+    static let maximumHeldBytes = 256 << 10
 
     // The state below is changed only by the machine's own methods (here and in its extensions).
     var phase = Phase.awaitingConnect
@@ -89,6 +93,13 @@ struct ConnectionStateMachine {
     /// What CONNECT asked for, while the authenticator decides.
     var admission: Admission?
     var pending: [MQTTPacket] = []
+    /// Back-pressure: subscribers this client's messages went to that are over their high-water
+    /// mark. While any is, the packets of the client's own flow (PUBLISH, PUBREL, SUBSCRIBE, ...)
+    /// wait in ``held``, in order; acknowledgements of the broker's messages and pings are
+    /// handled at once, so that the client's own queue keeps draining.
+    var waitingForSubscribers = 0
+    var held: [MQTTPacket] = []
+    var heldBytes = 0
     /// When the client last sent anything, for keep alive.
     var lastActivity: NIODeadline
     /// Seconds of silence allowed (× 1.5), 0 for none; set at CONNACK.
@@ -114,6 +125,9 @@ struct ConnectionStateMachine {
         case ignore
         /// Kept until the client is admitted.
         case wait
+        /// Kept until the subscribers the client feeds have drained (back-pressure); stop reading
+        /// the connection when ``readingPaused``.
+        case hold
         /// The first packet: decide on the CONNECT (see ``connectReceived(_:configuration:assignIdentifier:)``).
         case connect(ConnectPacket)
         /// A protocol error (or too many packets before CONNACK): close.
@@ -164,8 +178,54 @@ struct ConnectionStateMachine {
             pending.append(packet)
             return .wait
         case .connected:
+            if waitingForSubscribers > 0 || !held.isEmpty, Self.waitsForSubscribers(packet) {
+                held.append(packet)
+                if case .publish(let publish) = packet { heldBytes += publish.payload.readableBytes }
+                return .hold
+            }
             return connectedPacketReceived(packet, now: now, session: session)
         }
+    }
+
+    /// Whether `packet` belongs to the client's own flow, which waits while subscribers it feeds
+    /// drain. Acknowledgements of the broker's messages and pings never wait.
+    private static func waitsForSubscribers(_ packet: MQTTPacket) -> Bool {
+        switch packet {
+        case .puback, .pubrec, .pubcomp, .pingreq: false
+        default: true
+        }
+    }
+
+    // MARK: Back-pressure
+
+    /// The client's last message went to `count` subscribers that are over their high-water mark.
+    mutating func subscribersCongested(_ count: Int) {
+        waitingForSubscribers += count
+    }
+
+    /// One of them drained.
+    mutating func subscriberDrained() {
+        waitingForSubscribers = max(0, waitingForSubscribers - 1)
+    }
+
+    /// Whether the connection should not be read: the held packets are at their bound.
+    var readingPaused: Bool {
+        held.count >= Self.maximumHeldPackets || heldBytes >= Self.maximumHeldBytes
+    }
+
+    /// The next held packet to handle now that no subscriber is waited for; nil while one still
+    /// is (or nothing is held). Hand it to ``heldPacketReleased(_:now:session:)``.
+    mutating func takeHeld() -> MQTTPacket? {
+        guard waitingForSubscribers == 0, phase == .connected, !held.isEmpty else { return nil }
+        let packet = held.removeFirst()
+        if case .publish(let publish) = packet { heldBytes -= publish.payload.readableBytes }
+        return packet
+    }
+
+    /// Decides on a packet that was held.
+    mutating func heldPacketReleased(_ packet: MQTTPacket, now: NIODeadline, session: some SessionRules) -> ReadAction {
+        guard phase == .connected else { return .ignore }
+        return connectedPacketReceived(packet, now: now, session: session)
     }
 
     private mutating func connectedPacketReceived(_ packet: MQTTPacket, now: NIODeadline, session: some SessionRules) -> ReadAction {

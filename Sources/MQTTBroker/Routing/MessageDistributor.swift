@@ -3,11 +3,13 @@ import MQTTCore
 import NIOCore
 
 /// What routing one message came to.
-struct RouteOutcome: Sendable, Equatable {
+struct RouteOutcome: Sendable {
     /// Sessions that received (or queued) a copy.
     var deliveries: Int
     /// Persistent sessions whose copy could not be queued (a queue limit or the store's budget).
     var notQueued = 0
+    /// Connected clients whose backlog is over the high-water mark: the publisher waits for them.
+    var congested: [Session] = []
 }
 
 /// Hands a message to every session that subscribed to its topic, and keeps it when it is
@@ -57,9 +59,9 @@ final class MessageDistributor: Sendable {
     /// without waiting (QoS 0, wills and `$SYS` topics, which nobody acknowledges).
     @discardableResult
     func publish(_ message: ApplicationMessage, now: NIODeadline) -> RouteOutcome {
-        let (prepared, operations, outcome) = prepare(message)
+        var (prepared, operations, outcome) = prepare(message)
         if let store, !operations.isEmpty { store.record(operations) }
-        deliver(message, prepared, now: now)
+        outcome.congested = deliver(message, prepared, now: now)
         return outcome
     }
 
@@ -72,17 +74,18 @@ final class MessageDistributor: Sendable {
         now: NIODeadline,
         completion: @escaping @Sendable (Result<RouteOutcome, any Error>) -> Void
     ) {
-        let (prepared, operations, outcome) = prepare(message)
+        var (prepared, operations, outcome) = prepare(message)
         guard let store, !(operations.isEmpty && extra.isEmpty) else {
-            deliver(message, prepared, now: now)
+            outcome.congested = deliver(message, prepared, now: now)
             return completion(.success(outcome))
         }
-        store.commit(operations + extra) { result in
+        store.commit(operations + extra) { [outcome, prepared] result in
             switch result {
             case .success:
                 // Delivered as of the publish time: a message expiry interval of 0 still reaches
                 // connected subscribers, as it would have without the store.
-                self.deliver(message, prepared, now: now)
+                var outcome = outcome
+                outcome.congested = self.deliver(message, prepared, now: now)
                 completion(.success(outcome))
             case .failure(let error):
                 let bytes = message.payload.readableBytes
@@ -158,11 +161,13 @@ final class MessageDistributor: Sendable {
         return (prepared, operations, outcome)
     }
 
-    private func deliver(_ message: ApplicationMessage, _ prepared: [PreparedDelivery], now: NIODeadline) {
+    /// Hands each copy to its session. Returns the sessions that are congested (back-pressure).
+    private func deliver(_ message: ApplicationMessage, _ prepared: [PreparedDelivery], now: NIODeadline) -> [Session] {
         if message.retain && configuration.retainAvailable { retained.retain(message) }
+        var congested: [Session] = []
         for item in prepared {
             let delivery = item.delivery
-            delivery.session.deliver(
+            let full = delivery.session.deliver(
                 message,
                 qos: delivery.qos,
                 retain: delivery.retainAsPublished && message.retain,
@@ -171,7 +176,9 @@ final class MessageDistributor: Sendable {
                 admission: item.admission,
                 now: now
             )
+            if full { congested.append(delivery.session) }
         }
+        return congested
     }
 
     /// Publishes a client's will, checked when it goes out as mosquitto does: never to `$SYS`,

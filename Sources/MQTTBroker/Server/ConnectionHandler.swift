@@ -37,6 +37,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var connectTimeout: Scheduled<Void>?
     private var keepAliveTask: RepeatedTask?
     private var lingerTask: Scheduled<Void>?
+    /// Whether the channel reads (autoRead): off while the client does not read what we send
+    /// it, or while it waits for subscribers it feeds (back-pressure, see ``ConnectionStateMachine``).
+    private var reading = true
 
     init(core: BrokerCore, listener: BrokerConfiguration.Listener) {
         self.core = core
@@ -74,13 +77,46 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Back-pressure: while the client does not read what we send it (its buffer here is over
     /// the high-water mark), we stop reading what it sends, so nothing grows without bound.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        let writable = context.channel.isWritable
-        context.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
-        if writable {
-            context.read()
-            session?.resumeSending(now: .now())
-        }
+        updateReading(context: context)
+        if context.channel.isWritable { session?.resumeSending(now: .now()) }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Reads the connection only while the client takes what we send it and is not held back
+    /// waiting for subscribers it feeds.
+    private func updateReading(context: ChannelHandlerContext) {
+        let read = context.channel.isWritable && !machine.readingPaused
+        guard read != reading else { return }
+        reading = read
+        context.channel.setOption(ChannelOptions.autoRead, value: read).whenFailure { _ in }
+        if read { context.read() }
+    }
+
+    /// The client's message went to subscribers over their high-water mark: its flow waits until
+    /// each has drained (a client is never held back by its own session).
+    private func wait(for congested: [Session], context: ChannelHandlerContext) {
+        let others = congested.filter { $0 !== session }
+        guard !others.isEmpty, machine.phase == .connected else { return }
+        machine.subscribersCongested(others.count)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        for subscriber in others {
+            subscriber.whenDrained {
+                eventLoop.execute {
+                    let (handler, context) = bound.value
+                    handler.subscriberDrained(context: context)
+                }
+            }
+        }
+    }
+
+    private func subscriberDrained(context: ChannelHandlerContext) {
+        machine.subscriberDrained()
+        guard machine.phase == .connected else { return }
+        while let packet = machine.takeHeld() {
+            perform(machine.heldPacketReleased(packet, now: .now(), session: sessionRules), context: context)
+        }
+        updateReading(context: context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -126,12 +162,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch action {
         case .ignore, .wait:
             break
+        case .hold:
+            updateReading(context: context)
         case .connect(let connect):
             handleConnect(connect, context: context)
         case .close(let close):
             self.close(close, context: context)
         case .publish(let publish):
-            handlePublish(publish)
+            handlePublish(publish, context: context)
         case .send(let packet):
             outlet?.send(packet)
         case .sendAfterStoring(let packet, let operations):
@@ -322,7 +360,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     // MARK: PUBLISH
 
-    private func handlePublish(_ action: ConnectionStateMachine.PublishAction) {
+    private func handlePublish(_ action: ConnectionStateMachine.PublishAction, context: ChannelHandlerContext) {
         guard let session, let outlet else { return }
         switch action {
         case .answer(let answer, let drop, let why):
@@ -339,18 +377,30 @@ final class ConnectionHandler: ChannelInboundHandler {
                     if releases { _ = session.releaseIncoming(acknowledgement.packetIdentifier) }
                     outlet.send(packet)
                 }
+                if !outcome.congested.isEmpty { wait(for: outcome.congested, context: context) }
                 return
             }
             let logger = self.logger
             let acknowledgement = inbound.acknowledgement
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
             core.distributor.publishDurably(inbound.message, extra: inbound.storeOperations, now: now) { result in
-                guard let acknowledgement else { return }
                 switch result {
                 case .success(let outcome):
-                    let (packet, releases) = acknowledgement.answer(for: outcome)
-                    if releases { _ = session.releaseIncoming(acknowledgement.packetIdentifier) }
-                    outlet.send(packet)
+                    if let acknowledgement {
+                        let (packet, releases) = acknowledgement.answer(for: outcome)
+                        if releases { _ = session.releaseIncoming(acknowledgement.packetIdentifier) }
+                        outlet.send(packet)
+                    }
+                    let congested = outcome.congested
+                    if !congested.isEmpty {
+                        eventLoop.execute {
+                            let (handler, context) = bound.value
+                            handler.wait(for: congested, context: context)
+                        }
+                    }
                 case .failure(let error):
+                    guard let acknowledgement else { return }
                     logger.error("could not store a message; not acknowledging it", metadata: ["error": "\(error)"])
                     if acknowledgement.kind == .pubrec { _ = session.releaseIncoming(acknowledgement.packetIdentifier) }
                     switch acknowledgement.storeFailed {

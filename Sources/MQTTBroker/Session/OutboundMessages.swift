@@ -26,6 +26,8 @@ protocol OutboundEffects {
     /// Reads up to `limit` of the messages that wait only in the store, giving each a packet
     /// identifier (see ``OutboundMessages/assignIdentifiers(count:)`` and ``OutboundMessages/fetched(_:access:to:effects:now:)``).
     mutating func fetch(limit: Int)
+    /// Back-pressure: the backlog fell to the low-water mark; publishers waiting for it may go on.
+    mutating func drained()
 }
 
 /// The messages on their way to one client, without locks or I/O: those in flight (sent,
@@ -42,12 +44,21 @@ protocol OutboundEffects {
 /// Explicit limits (`max_queued_messages`, `max_queued_bytes`) count every queued copy,
 /// in memory or in the store; a copy over them is refused, so that a 5.0 publisher learns
 /// it (0x97).
+///
+/// Back-pressure: while the client is connected and its backlog (copies waiting, not in flight)
+/// is over ``Limits/highWater``, the session is *congested*: ``deliver(_:admitted:to:effects:now:)``
+/// says so, and the publishers that fed it stop until the backlog falls to ``Limits/lowWater``
+/// (``OutboundEffects/drained()``).
 struct OutboundMessages {
     struct Limits: Equatable {
         /// Queued copies allowed (0: no limit).
         var maxQueuedMessages: Int
         /// Queued payload bytes allowed (0: no limit).
         var maxQueuedBytes: Int
+        /// Backlog above which publishers are paused (0: no back-pressure, as mosquitto).
+        var highWater = 0
+        /// Backlog at which paused publishers go on.
+        var lowWater = 0
         /// Copies kept in memory ahead of the connection while the store holds the rest.
         var memoryWindow: Int = 1000
         /// Payload bytes kept in memory ahead of the connection while the store holds the rest.
@@ -116,6 +127,8 @@ struct OutboundMessages {
     private(set) var storedOnlyBytes = 0
     /// A read from the store is under way.
     private(set) var fetching = false
+    /// Back-pressure: the backlog passed the high-water mark and has not fallen to the low one.
+    private(set) var congested = false
     private var lastPacketIdentifier: UInt16 = 0
     /// Identifiers given to copies not yet in flight.
     private var reservedIdentifiers = Set<UInt16>()
@@ -126,6 +139,8 @@ struct OutboundMessages {
 
     /// Copies waiting (in memory and in the store).
     var queuedCount: Int { queue.count + pendingAdmissions + storedOnly }
+    /// The backlog back-pressure watches: copies waiting to be sent.
+    var backlog: Int { queuedCount }
     var inflightCount: Int { inflight.count }
     /// Copies held in memory (waiting or in flight).
     var inMemoryCount: Int { queue.count + pendingAdmissions + inflight.count }
@@ -173,13 +188,16 @@ struct OutboundMessages {
     /// in-flight window is full, or while the connection's buffer is full). `admitted` copies
     /// were counted against the limits when admitted; others are checked here and dropped
     /// when the queue is full.
+    /// - Returns: whether the session is congested (back-pressure): the publisher should wait
+    ///   for ``OutboundEffects/drained()``.
+    @discardableResult
     mutating func deliver(
         _ item: Message,
         admitted: Bool = false,
         to connection: (some OutboundConnection)?,
         effects: inout some OutboundEffects,
         now: NIODeadline
-    ) {
+    ) -> Bool {
         if admitted {
             pendingAdmissions -= 1
             pendingBytes -= item.bytes
@@ -190,13 +208,33 @@ struct OutboundMessages {
             } else {
                 enqueue(item, admitted: admitted, effects: &effects)
             }
-            return
+            return false
         }
         if queue.isEmpty && connection.isWritable && (item.qos == .atMostOnce || inflight.count < connection.sendQuota) {
             send(item, through: connection, effects: &effects, now: now)
         } else {
             enqueue(item, admitted: admitted, effects: &effects)
         }
+        return checkCongestion()
+    }
+
+    /// Marks the session congested once its backlog passes the high-water mark.
+    private mutating func checkCongestion() -> Bool {
+        if !congested && limits.highWater > 0 && backlog > limits.highWater { congested = true }
+        return congested
+    }
+
+    /// Ends congestion once the backlog is down to the low-water mark (or the client left:
+    /// an offline session never holds publishers back).
+    private mutating func checkDrained(online: Bool, effects: inout some OutboundEffects) {
+        guard congested, !online || backlog <= limits.lowWater else { return }
+        congested = false
+        effects.drained()
+    }
+
+    /// The client went away: publishers waiting for it go on.
+    mutating func detached(effects: inout some OutboundEffects) {
+        checkDrained(online: false, effects: &effects)
     }
 
     /// A store-only copy is on disk: read the backlog when the client can take it.
@@ -239,6 +277,7 @@ struct OutboundMessages {
             fetching = true
             effects.fetch(limit: max(1, limits.memoryWindow - queue.count - pendingAdmissions))
         }
+        checkDrained(online: true, effects: &effects)
     }
 
     /// Packet identifiers for `count` copies read from the store (fewer when they run out),

@@ -27,14 +27,46 @@ final class Session: @unchecked Sendable {
     /// Per-client bounds from the configuration.
     struct Limits: Sendable, Equatable {
         var maxInflight: Int
-        /// `max_queued_messages` when set; otherwise no count limit for a persistent session
-        /// whose copies the store keeps, and mosquitto's 1000 for others.
+        /// `max_queued_messages` when set; see ``outbound(usesStore:persistent:)`` for the defaults.
         var maxQueuedMessages: Int?
         var maxQueuedBytes: Int
+        /// Publishers wait for a connected client whose backlog passes ``highWater`` until it
+        /// falls to ``lowWater`` (our key `backpressure`, on by default); off, messages over the
+        /// queue limits are dropped as in mosquitto.
+        var backpressure = true
 
-        /// The limits of the outbound messages, with or without the store.
-        func outbound(usesStore: Bool) -> OutboundMessages.Limits {
-            OutboundMessages.Limits(maxQueuedMessages: maxQueuedMessages ?? (usesStore ? 0 : 1000), maxQueuedBytes: maxQueuedBytes)
+        /// The backlog (messages waiting to be sent to one connected client) at which
+        /// publishers feeding it stop being read, and at which they go on.
+        static let highWater = 256
+        static let lowWater = 128
+        /// mosquitto's default `max_queued_messages`.
+        static let mosquittoQueueLimit = 1000
+        /// The default for clients whose session ends with their connection, with
+        /// back-pressure on: publishers are held back long before, so this bounds only a
+        /// subscriber that stops reading altogether.
+        static let connectedQueueLimit = 100_000
+
+        /// The limits of the outbound messages. Without `max_queued_messages`: no count limit
+        /// for a persistent session whose copies the store keeps (the store's budget bounds it),
+        /// ``connectedQueueLimit`` for a session that ends with its connection while
+        /// back-pressure is on, and mosquitto's 1000 otherwise.
+        func outbound(usesStore: Bool, persistent: Bool) -> OutboundMessages.Limits {
+            let count: Int
+            if let maxQueuedMessages {
+                count = maxQueuedMessages
+            } else if usesStore {
+                count = 0
+            } else if !persistent && backpressure {
+                count = Self.connectedQueueLimit
+            } else {
+                count = Self.mosquittoQueueLimit
+            }
+            return OutboundMessages.Limits(
+                maxQueuedMessages: count,
+                maxQueuedBytes: maxQueuedBytes,
+                highWater: backpressure ? Self.highWater : 0,
+                lowWater: Self.lowWater
+            )
         }
     }
 
@@ -83,12 +115,14 @@ final class Session: @unchecked Sendable {
     /// Drops not logged yet, and when drops were last logged.
     private var unloggedDrops: [DropReason: Int] = [:]
     private var lastDropLog: NIODeadline?
+    /// Publishers waiting for this client's backlog to drain (back-pressure).
+    private var drainWaiters: [@Sendable () -> Void] = []
 
     init(clientID: String, limits: Limits, environment: SessionEnvironment) {
         self.clientID = clientID
         self.limits = limits
         self.environment = environment
-        self.outbound = OutboundMessages(limits: limits.outbound(usesStore: false))
+        self.outbound = OutboundMessages(limits: limits.outbound(usesStore: false, persistent: false))
     }
 
     private var store: SQLiteBrokerStore? { environment.store }
@@ -114,7 +148,7 @@ final class Session: @unchecked Sendable {
     func updateLimits(_ limits: Limits) {
         lock.withLock {
             self.limits = limits
-            outbound.limits = limits.outbound(usesStore: outbound.usesStore)
+            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
         }
     }
 
@@ -126,11 +160,8 @@ final class Session: @unchecked Sendable {
         set {
             lock.withLock {
                 expiryIntervalStorage = newValue
-                let usesStore = newValue != 0 && store != nil
-                if usesStore != outbound.usesStore {
-                    outbound.usesStore = usesStore
-                    outbound.limits = limits.outbound(usesStore: usesStore)
-                }
+                outbound.usesStore = newValue != 0 && store != nil
+                outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: newValue != 0)
             }
         }
     }
@@ -140,7 +171,7 @@ final class Session: @unchecked Sendable {
         lock.withLock {
             expiryIntervalStorage = stored.expiryInterval
             outbound.usesStore = stored.expiryInterval != 0 && store != nil
-            outbound.limits = limits.outbound(usesStore: outbound.usesStore)
+            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: stored.expiryInterval != 0)
             outbound.restore(stored.messages, storedOnly: stored.storedOnly, bytes: stored.storedOnlyBytes)
             awaitingRelease.formUnion(stored.incoming)
         }
@@ -178,9 +209,10 @@ final class Session: @unchecked Sendable {
     /// - Returns: whether it was.
     @discardableResult
     func detach(_ outlet: SessionOutlet) -> Bool {
-        lock.withLock {
+        withEffects { effects in
             guard self.outlet === outlet else { return false }
             self.outlet = nil
+            outbound.detached(effects: &effects)
             return true
         }
     }
@@ -202,8 +234,9 @@ final class Session: @unchecked Sendable {
 
     /// Closes the client's connection (5.0: DISCONNECT with `reason`) and unbinds it at once.
     func disconnectClient(reason: ReasonCode) {
-        let outlet = lock.withLock { () -> SessionOutlet? in
+        let outlet = withEffects { effects -> SessionOutlet? in
             defer { self.outlet = nil }
+            outbound.detached(effects: &effects)
             return self.outlet
         }
         outlet?.close(reason: reason, why: "\(reason)")
@@ -266,6 +299,9 @@ final class Session: @unchecked Sendable {
     }
 
     /// Sends `message` to the client now, or queues it; see ``OutboundMessages/deliver(_:admitted:to:effects:now:)``.
+    /// - Returns: whether the client is congested (back-pressure): the publisher should wait
+    ///   with ``whenDrained(_:)``.
+    @discardableResult
     func deliver(
         _ message: ApplicationMessage,
         qos: QoS,
@@ -274,13 +310,14 @@ final class Session: @unchecked Sendable {
         sharedGroup: SharedGroup? = nil,
         admission: OutboundMessages.Admission? = nil,
         now: NIODeadline
-    ) {
+    ) -> Bool {
         withEffects { effects in
             switch admission {
             case .storeOnly:
                 outbound.storedCopyArrived(to: outlet, effects: &effects, now: now)
+                return outbound.congested
             case .refused:
-                break
+                return false
             case .memory(let identifier):
                 let copy = OutboundMessages.Message(
                     message: message,
@@ -291,7 +328,7 @@ final class Session: @unchecked Sendable {
                     packetIdentifier: identifier,
                     stored: true
                 )
-                outbound.deliver(copy, admitted: true, to: outlet, effects: &effects, now: now)
+                return outbound.deliver(copy, admitted: true, to: outlet, effects: &effects, now: now)
             case nil:
                 let copy = OutboundMessages.Message(
                     message: message,
@@ -300,9 +337,20 @@ final class Session: @unchecked Sendable {
                     subscriptionIdentifiers: subscriptionIdentifiers,
                     sharedGroup: sharedGroup
                 )
-                outbound.deliver(copy, to: outlet, effects: &effects, now: now)
+                return outbound.deliver(copy, to: outlet, effects: &effects, now: now)
             }
         }
+    }
+
+    /// Runs `waiter` once this client's backlog has drained to the low-water mark (or the client
+    /// has gone): at once when it is not congested.
+    func whenDrained(_ waiter: @escaping @Sendable () -> Void) {
+        let now = lock.withLock { () -> Bool in
+            guard outbound.congested else { return true }
+            drainWaiters.append(waiter)
+            return false
+        }
+        if now { waiter() }
     }
 
     /// Takes the shared-subscription messages not yet acknowledged, so that another member of
@@ -421,6 +469,7 @@ final class Session: @unchecked Sendable {
         }
         if let drops = effects.dropsToLog { log(drops) }
         if let limit = effects.fetchLimit { fetch(limit: limit) }
+        for waiter in effects.waiters { waiter() }
         return result
     }
 
@@ -432,6 +481,8 @@ final class Session: @unchecked Sendable {
         var operations: [StoreOperation] = []
         var dropsToLog: [DropReason: Int]?
         var fetchLimit: Int?
+        /// Publishers to wake: the backlog drained.
+        var waiters: [@Sendable () -> Void] = []
 
         init(session: Session, outlet: SessionOutlet?, store: SQLiteBrokerStore?) {
             self.session = session
@@ -458,6 +509,12 @@ final class Session: @unchecked Sendable {
         }
 
         mutating func fetch(limit: Int) { fetchLimit = limit }
+
+        mutating func drained() {
+            // Called under the session's lock.
+            waiters += session.drainWaiters
+            session.drainWaiters = []
+        }
 
         mutating func flushStoreOperations() {
             guard !operations.isEmpty else { return }

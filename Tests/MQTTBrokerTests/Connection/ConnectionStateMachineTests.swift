@@ -572,6 +572,45 @@ struct ConnectionStateMachineSessionTests {
         #expect(machine.keepAliveCheck(now: start + .seconds(60)) == nil)
     }
 
+    @Test("while subscribers it feeds drain, the client's own flow waits in order; acknowledgements and pings do not")
+    func heldWhileSubscribersDrain() throws {
+        let session = try RecordingSession()
+        var machine = try connectedMachine()
+        machine.subscribersCongested(2)
+        guard case .hold = machine.packetReceived(publish("lpr/1", identifier: 1), now: start, session: session),
+            case .hold = machine.packetReceived(.pubrel(PubRelPacket(packetIdentifier: 9)), now: start, session: session)
+        else {
+            Issue.record("the flow did not wait")
+            return
+        }
+        guard case .outbound(.puback(4)) = machine.packetReceived(.puback(PubAckPacket(packetIdentifier: 4)), now: start, session: session),
+            case .send(.pingresp) = machine.packetReceived(.pingreq, now: start, session: session)
+        else {
+            Issue.record("an acknowledgement or a ping waited")
+            return
+        }
+        machine.subscriberDrained()
+        #expect(machine.takeHeld() == nil, "one subscriber is still full")
+        machine.subscriberDrained()
+        #expect(machine.takeHeld() == publish("lpr/1", identifier: 1))
+        #expect(machine.takeHeld() == .pubrel(PubRelPacket(packetIdentifier: 9)))
+        #expect(machine.takeHeld() == nil)
+    }
+
+    @Test("reading stops once 64 packets are held")
+    func readingPausedWhenHoldIsFull() throws {
+        let session = try RecordingSession()
+        var machine = try connectedMachine()
+        machine.subscribersCongested(1)
+        for number in 1...63 { _ = machine.packetReceived(publish("lpr/\(number)", qos: .atMostOnce), now: start, session: session) }
+        #expect(!machine.readingPaused)
+        _ = machine.packetReceived(publish("lpr/64", qos: .atMostOnce), now: start, session: session)
+        #expect(machine.readingPaused)
+        machine.subscriberDrained()
+        while machine.takeHeld() != nil {}
+        #expect(!machine.readingPaused)
+    }
+
     @Test("a close requested while closing already is not repeated")
     func closeOnce() throws {
         var machine = try connectedMachine()

@@ -22,7 +22,9 @@ private struct RecordedEffects: OutboundEffects {
     var released: [(UInt16, MQTTPacket)] = []
     var drops: [DropReason] = []
     var fetches: [Int] = []
+    var drains = 0
 
+    mutating func drained() { drains += 1 }
     mutating func send(_ packet: MQTTPacket) { sent.append(packet) }
     mutating func forgetStored(_ identifier: UInt16) { forgotten.append(identifier) }
     mutating func releaseStored(_ identifier: UInt16, thenSend packet: MQTTPacket) { released.append((identifier, packet)) }
@@ -255,5 +257,67 @@ struct OutboundMessagesFlowTests {
         #expect(effects.drops == [.tooLargeForClient])
         #expect(effects.forgotten == [3])
         #expect(effects.sent.isEmpty)
+    }
+}
+
+@Suite("Outbound messages: back-pressure")
+struct OutboundMessagesBackPressureTests {
+    private func limits(highWater: Int = 4, lowWater: Int = 2) -> OutboundMessages.Limits {
+        .init(maxQueuedMessages: 0, maxQueuedBytes: 0, highWater: highWater, lowWater: lowWater)
+    }
+
+    @Test("a connected client whose backlog passes the high-water mark is congested until it drains to the low-water mark")
+    func congestion() {
+        var outbound = OutboundMessages(limits: limits())
+        var effects = RecordedEffects()
+        let blocked = ScriptedConnection(isWritable: false)
+        var congested: [Bool] = []
+        for number in 1...6 { congested.append(outbound.deliver(copy("\(number)"), to: blocked, effects: &effects, now: now)) }
+        #expect(congested == [false, false, false, false, true, true])
+
+        // Draining to three is not enough; to two is.
+        let reader = ScriptedConnection(sendQuota: 3)
+        outbound.drain(to: reader, effects: &effects, now: now)
+        #expect(outbound.backlog == 3 && outbound.congested && effects.drains == 0)
+        outbound.acknowledge(1, connection: reader, effects: &effects, now: now)
+        #expect(outbound.backlog == 2 && !outbound.congested && effects.drains == 1)
+    }
+
+    @Test("a client that goes away is never waited for")
+    func detachedReleasesPublishers() {
+        var outbound = OutboundMessages(limits: limits())
+        var effects = RecordedEffects()
+        for number in 1...6 { outbound.deliver(copy("\(number)"), to: ScriptedConnection(isWritable: false), effects: &effects, now: now) }
+        #expect(outbound.congested)
+        outbound.detached(effects: &effects)
+        #expect(!outbound.congested && effects.drains == 1)
+        #expect(!outbound.deliver(copy("7"), to: ScriptedConnection?.none, effects: &effects, now: now), "an offline session holds no one back")
+    }
+
+    @Test("without back-pressure (mosquitto's behaviour) nobody waits and the queue limit drops")
+    func mosquittoDropping() {
+        var outbound = OutboundMessages(limits: .init(maxQueuedMessages: 3, maxQueuedBytes: 0))
+        var effects = RecordedEffects()
+        var congested = false
+        for number in 1...10 {
+            congested = outbound.deliver(copy("\(number)"), to: ScriptedConnection(isWritable: false), effects: &effects, now: now) || congested
+        }
+        #expect(!congested)
+        #expect(effects.drops == Array(repeating: .queueFull, count: 7))
+    }
+
+    @Test("the defaults: no count limit in the store, 100,000 for a connected client with back-pressure, mosquitto's 1000 otherwise")
+    func defaultLimits() {
+        let limits = Session.Limits(maxInflight: 20, maxQueuedMessages: nil, maxQueuedBytes: 0)
+        #expect(limits.outbound(usesStore: true, persistent: true).maxQueuedMessages == 0)
+        #expect(limits.outbound(usesStore: false, persistent: false).maxQueuedMessages == 100_000)
+        #expect(limits.outbound(usesStore: false, persistent: true).maxQueuedMessages == 1000)
+        var dropping = limits
+        dropping.backpressure = false
+        #expect(dropping.outbound(usesStore: false, persistent: false).maxQueuedMessages == 1000)
+        #expect(dropping.outbound(usesStore: false, persistent: false).highWater == 0)
+        var explicit = limits
+        explicit.maxQueuedMessages = 5
+        #expect(explicit.outbound(usesStore: true, persistent: true).maxQueuedMessages == 5)
     }
 }

@@ -13,8 +13,11 @@ import NIOCore
 /// ```
 ///
 /// While authenticating, packets the client pipelines behind CONNECT wait (at most
-/// ``maximumPendingPackets``). Once the broker decided to close, nothing the client sends is
-/// acted on. The rules for each area live in extensions: CONNECT in
+/// ``maximumPendingPackets``). While connected, when the client's messages went to subscribers
+/// over their high-water mark (back-pressure), its own flow waits in order (at most
+/// ``maximumHeldPackets``, then the connection is no longer read) until they drain, while
+/// acknowledgements and pings go on. Once the broker decided to close, nothing the client sends
+/// is acted on. The rules for each area live in extensions: CONNECT in
 /// `ConnectionStateMachine+Connect.swift`, PUBLISH and its acknowledgements in
 /// `+Publish.swift`, SUBSCRIBE/UNSUBSCRIBE in `+Subscribe.swift`, DISCONNECT and what happens
 /// when the connection ends in `+Disconnect.swift`.

@@ -284,6 +284,9 @@ final class BrokerCore: Sendable {
 
     var sessionCount: Int { sessions.withLockedValue { $0.count } }
 
+    /// Every session, connected or not.
+    var allSessions: [Session] { sessions.withLockedValue { Array($0.values) } }
+
     /// Messages waiting in every session's queue.
     var queuedMessageCount: Int {
         sessions.withLockedValue { Array($0.values) }.reduce(0) { $0 + $1.queuedMessageCount }

@@ -47,7 +47,7 @@ struct TLSRevocationTests {
     }
 
     @Test(
-        "a certificate revoked with databus certs is refused by the broker with the same crlfile; another of the CA gets in",
+        "a certificate revoked with databus certs is refused by the broker with the same crlfile, at start and after SIGHUP; another of the CA gets in",
         arguments: TestBrokerKind.allCases
     )
     func revokedClientRefused(kind: TestBrokerKind) async throws {
@@ -60,6 +60,17 @@ struct TLSRevocationTests {
             #expect(revoked.status != 0, "the revoked camera got in")
             let good = try await mosquittoPublish(port: broker.port, Self.client(out, "cam-2"), topic: "lprserver/cameras/cam-2/detection")
             #expect(good.status == 0, "\(good.errorOutput)")
+
+            // Revoked while the broker runs: refused once SIGHUP made it re-read the list.
+            _ = try await Self.certs(["revoke", "--out", out, "cam-2"])
+            if let mosquitto = broker as? Mosquitto { kill(mosquitto.pid, SIGHUP) }
+            if let databus = broker as? DatabusBrokerProcess { databus.signal(SIGHUP) }
+            var refusedAfterReload = false
+            for _ in 0..<20 where !refusedAfterReload {
+                try await Task.sleep(for: .milliseconds(100))
+                refusedAfterReload = try await mosquittoPublish(port: broker.port, Self.client(out, "cam-2")).status != 0
+            }
+            #expect(refusedAfterReload, "cam-2 still gets in after the reload")
         }
     }
 

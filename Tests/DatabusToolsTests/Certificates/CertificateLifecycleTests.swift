@@ -264,6 +264,56 @@ struct CertificateLifecycleTests {
         #expect(try await Self.certs(["list", "--out", out]).status == 0)
     }
 
+    @Test("enrol: a camera with a password and the camera ACL lines writes its own topics and no other camera's", arguments: TestBrokerKind.allCases)
+    func enrolledCamera(kind: TestBrokerKind) async throws {
+        let folder = try TemporaryDirectory(prefix: "databus-certs-enrol")
+        defer { folder.remove() }
+        let out = folder.file("site")
+        #expect(try await Self.certs(["create", "--out", out]).status == 0)
+        let acl = try folder.write("acl", "user backend\ntopic read lprserver/#\n")
+        let passwd = folder.file("passwd")
+        let enrolled = try await Self.certs([
+            "enrol", "--out", out, "camera-13", "--no-certificate", "--password", "s3cret-13", "--password-file", passwd, "--acl-file", acl,
+        ])
+        #expect(enrolled.status == 0, "\(enrolled.errorOutput)")
+        #expect(enrolled.output.contains("Added 12 camera lines to \(acl)"), "\(enrolled.output)")
+        #expect(FileManager.default.fileExists(atPath: "\(out)/camera-13/ca.crt"))
+        #expect(!FileManager.default.fileExists(atPath: "\(out)/camera-13/camera-13.crt"))
+        // A second camera with a certificate: the lines serve it too, none added; its password line is printed.
+        let second = try await Self.certs(["enrol", "--out", out, "camera-14", "--acl-file", acl, "--password", "s3cret-14"])
+        #expect(second.status == 0, "\(second.errorOutput)")
+        #expect(second.output.contains("already has the camera lines"))
+        let line = try #require(second.output.split(separator: "\n").first { $0.hasPrefix("camera-14:$7$101$") })
+        #expect(try PasswordFile(parsing: String(line)).verify(username: "camera-14", password: Array("s3cret-14".utf8)))
+        #expect(try await CertificateDirectoryTests.opensslVerifies("\(out)/camera-14/camera-14.crt", ca: "\(out)/ca/ca.crt", purpose: "sslclient"))
+        let aclText = try String(contentsOfFile: acl, encoding: .utf8)
+        #expect(aclText.components(separatedBy: "pattern write lprserver/cameras/%u/detection\n").count == 2, "\(aclText)")
+
+        try CameraEnrolment.setPassword(username: "backend", password: "backend-pw", in: passwd)
+        try folder.makeReadable("passwd")
+        let configuration = """
+            allow_anonymous false
+            password_file \(passwd)
+            acl_file \(acl)
+            """
+        try await kind.with(extraConfiguration: configuration) { broker in
+            func publish(_ user: String, _ password: String, _ topic: String, _ message: String) async throws -> Int32 {
+                let arguments = ["-h", "127.0.0.1", "-p", "\(broker.port)", "-u", user, "-P", password, "-t", topic, "-m", message, "-r", "-q", "1"]
+                return try await runProgramCollectingErrors("mosquitto_pub", arguments).status
+            }
+            #expect(try await publish("camera-13", "s3cret-13", "lprserver/cameras/camera-13/health", "own") == 0)
+            // Another camera's topic: acknowledged (3.1.1) and dropped.
+            _ = try await publish("camera-13", "s3cret-13", "lprserver/cameras/camera-14/health", "forged")
+            #expect(try await publish("camera-13", "wrong", "lprserver/cameras/camera-13/health", "x") != 0)
+            let seen = try await runProgramCollectingErrors(
+                "mosquitto_sub",
+                ["-h", "127.0.0.1", "-p", "\(broker.port)", "-u", "backend", "-P", "backend-pw", "-t", "lprserver/#", "-v", "-W", "2"]
+            )
+            #expect(seen.output.contains("lprserver/cameras/camera-13/health own"), "\(seen.output) \(seen.errorOutput)")
+            #expect(!seen.output.contains("forged"), "\(seen.output)")
+        }
+    }
+
     @Test("folders made before the index existed are listed and can be revoked")
     func adoptsExistingFolders() throws {
         let folder = try TemporaryDirectory(prefix: "databus-certs-adopt")

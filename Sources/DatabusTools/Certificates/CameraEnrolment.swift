@@ -52,8 +52,7 @@ public enum CameraEnrolment {
         if !text.isEmpty { text += "\n" }
         if !present.contains(aclComment) { text += aclComment + "\n" }
         text += missing.joined(separator: "\n") + "\n"
-        let directory = CertificateDirectory(path: (file as NSString).deletingLastPathComponent)
-        try directory.replace(file, text, mode: mode)
+        try CertificateDirectory.replace(file, text, mode: mode)
         return missing
     }
 
@@ -112,7 +111,7 @@ extension CertificateDirectory {
                 )
             }
             try makeFolder(component.folder, mode: 0o755)
-            try writeNew(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+            try Self.writeNew(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
             return EnrolmentReport(
                 component: Component(name: name, folder: component.folder, created: true),
                 hasCertificate: false,

@@ -30,7 +30,7 @@ extension CertificateDirectory {
 
     /// Writes a file that must not exist yet, with `mode` from the start (no window in which
     /// a key is readable by others).
-    func writeNew(_ file: String, _ contents: String, mode: mode_t) throws(CertificateToolError) {
+    static func writeNew(_ file: String, _ contents: String, mode: mode_t) throws(CertificateToolError) {
         let descriptor = open(file, O_WRONLY | O_CREAT | O_EXCL, mode)
         guard descriptor >= 0 else {
             throw CertificateToolError("cannot create \(file): \(String(cString: strerror(errno)))")
@@ -49,10 +49,10 @@ extension CertificateDirectory {
 
     /// Writes `file` whole or not at all: through a new temporary file and a rename, so a
     /// broker reloading at that moment reads the old file or the new one, never half of one.
-    func replace(_ file: String, _ contents: String, mode: mode_t) throws(CertificateToolError) {
+    static func replace(_ file: String, _ contents: String, mode: mode_t) throws(CertificateToolError) {
         let temporary = file + ".tmp-\(getpid())"
         unlink(temporary)
-        try writeNew(temporary, contents, mode: mode)
+        try Self.writeNew(temporary, contents, mode: mode)
         guard rename(temporary, file) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)

@@ -67,11 +67,11 @@ extension CertificateDirectory {
     }
 
     func save(_ index: CertificateIndex) throws {
-        try replace(indexFile, index.text(), mode: 0o644)
+        try Self.replace(indexFile, index.text(), mode: 0o644)
         // `openssl ca` refuses two valid certificates with one subject unless told otherwise;
         // a renewed certificate is exactly that.
         let attributes = caFolder + "/index.txt.attr"
-        if !FileManager.default.fileExists(atPath: attributes) { try replace(attributes, "unique_subject = no\n", mode: 0o644) }
+        if !FileManager.default.fileExists(atPath: attributes) { try Self.replace(attributes, "unique_subject = no\n", mode: 0o644) }
     }
 
     /// Adds a newly issued certificate to the index and keeps a copy of it.
@@ -85,7 +85,7 @@ extension CertificateDirectory {
         try makeFolder(issuedFolder, mode: 0o700)
         let file = issuedFolder + "/\(CertificateIndex.serialText(certificate.serialNumber.bytes)).pem"
         guard !FileManager.default.fileExists(atPath: file) else { return }
-        try writeNew(file, try certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+        try Self.writeNew(file, try certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
     }
 
     /// The copy of an issued certificate, if one was kept.

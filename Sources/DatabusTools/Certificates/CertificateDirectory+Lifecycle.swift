@@ -163,9 +163,9 @@ extension CertificateDirectory {
             try record(renewed, in: &index)
             // Key first: a broker reloading in between finds the old certificate with the new key
             // and keeps its previous files (logged), never a certificate it cannot use.
-            if !keepKey { try replace(component.privateKey, try key.serializeAsPEM().pemString + "\n", mode: 0o600) }
-            try replace(component.certificate, try renewed.serializeAsPEM().pemString + "\n", mode: 0o644)
-            try replace(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+            if !keepKey { try Self.replace(component.privateKey, try key.serializeAsPEM().pemString + "\n", mode: 0o600) }
+            try Self.replace(component.certificate, try renewed.serializeAsPEM().pemString + "\n", mode: 0o644)
+            try Self.replace(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
             return RenewalReport(
                 component: component,
                 previous: previousEntry,
@@ -209,16 +209,16 @@ extension CertificateDirectory {
         let pem = try RevocationListBuilder(revoked: revoked, thisUpdate: thisUpdate, nextUpdate: nextUpdate, number: number)
             .pem(signedBy: authority)
         var files = [revocationListFile]
-        try replace(revocationListFile, pem, mode: 0o644)
+        try Self.replace(revocationListFile, pem, mode: 0o644)
         let broker = brokerComponent()
         if FileManager.default.fileExists(atPath: broker.folder) {
             let copy = broker.folder + "/crl.pem"
-            try replace(copy, pem, mode: 0o644)
+            try Self.replace(copy, pem, mode: 0o644)
             files.append(copy)
         }
         var next = String(number + 1, radix: 16, uppercase: true)
         if next.count % 2 == 1 { next = "0" + next }
-        try replace(revocationListNumberFile, next + "\n", mode: 0o644)
+        try Self.replace(revocationListNumberFile, next + "\n", mode: 0o644)
         return RevocationListReport(files: files, number: number, thisUpdate: thisUpdate, nextUpdate: nextUpdate, revokedCount: revoked.count)
     }
 

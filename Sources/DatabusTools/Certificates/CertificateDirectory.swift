@@ -85,8 +85,8 @@ public struct CertificateDirectory: Sendable {
         case (false, false):
             authority = try CertificateAuthority.create(keyType: request.keyType, days: max(3650, request.validityDays), now: now)
             try makeFolder(caFolder, mode: 0o700)
-            try writeNew(caKey, try authority.privateKey.serializeAsPEM().pemString + "\n", mode: 0o600)
-            try writeNew(caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+            try Self.writeNew(caKey, try authority.privateKey.serializeAsPEM().pemString + "\n", mode: 0o600)
+            try Self.writeNew(caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
             createdCA = true
         default:
             throw CertificateToolError("\(caFolder) holds only one of ca.crt and ca.key; both are needed to reuse the CA")
@@ -168,9 +168,9 @@ public struct CertificateDirectory: Sendable {
             now: now
         )
         try makeFolder(component.folder, mode: 0o755)
-        try writeNew(component.privateKey, try key.serializeAsPEM().pemString + "\n", mode: 0o600)
-        try writeNew(component.certificate, try certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
-        try writeNew(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+        try Self.writeNew(component.privateKey, try key.serializeAsPEM().pemString + "\n", mode: 0o600)
+        try Self.writeNew(component.certificate, try certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+        try Self.writeNew(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
         try record(certificate, in: &index)
         return Component(name: component.name, folder: component.folder, created: true)
     }

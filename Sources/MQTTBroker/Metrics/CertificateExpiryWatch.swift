@@ -93,7 +93,12 @@ final class CertificateExpiryWatch: Sendable {
             let metadata: Logger.Metadata = [
                 "listener": "\(listener)", "cn": "\(item.commonName)", "role": "\(item.role)", "notAfter": "\(item.notValidAfter)",
             ]
-            let what = item.role == "crl" ? "the revocation list of \(item.commonName)" : "the TLS \(item.role) \(item.commonName)"
+            let what: String
+            switch item.role {
+            case "crl": what = "the revocation list of \(item.commonName)"
+            case "ca": what = "the CA certificate \(item.commonName)"
+            default: what = "the TLS certificate \(item.commonName)"
+            }
             if left <= 0 {
                 let consequence = item.role == "crl" ? ": every client certificate is refused until a new list is loaded" : ""
                 logger.error("\(what) has expired\(consequence)", metadata: metadata)

@@ -19,7 +19,7 @@ public struct DetectionTracker: Sendable {
         /// The most detections in the MQTT outbox at once.
         public var window: Int
 
-        public init(ackTimeout: TimeInterval = 10, maximumAckTimeout: TimeInterval = 300, window: Int = 1000) {
+        public init(ackTimeout: TimeInterval = 10, maximumAckTimeout: TimeInterval = 300, window: Int = 256) {
             self.ackTimeout = max(0.001, ackTimeout)
             self.maximumAckTimeout = max(self.ackTimeout, maximumAckTimeout)
             self.window = max(1, window)

@@ -14,6 +14,8 @@ struct CameraDeliveryTests {
     func deliveredThroughOutageAndKills(broker kind: BrokerKind) async throws {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
+        // An empty settings file: nothing from a .env of the working directory.
+        try folder.write("none.env", "")
         try await kind.with { broker in
             // The broker goes down before the camera starts: everything is fed during the outage.
             await broker.terminate()
@@ -89,6 +91,8 @@ struct CameraDeliveryTests {
     func watchedFolder(broker kind: BrokerKind) async throws {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
+        // An empty settings file: nothing from a .env of the working directory.
+        try folder.write("none.env", "")
         try await kind.with { broker in
             let server = try await ServerProcess.start(brokerPort: broker.port, folder: folder)
             let spool = try folder.makeWritableFolder("spool")

@@ -47,7 +47,7 @@ struct CameraProtocolTests {
 
     static let matchHook = #"""
         date +%s.%N > "$HOOK_DIR/match-time"
-        cat > "$HOOK_DIR/match.json"
+        cat > "$HOOK_DIR/match.tmp" && mv "$HOOK_DIR/match.tmp" "$HOOK_DIR/match.json"
         """#
 
     @Test(
@@ -57,6 +57,8 @@ struct CameraProtocolTests {
     func protocolRoundTrips(broker kind: BrokerKind) async throws {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
+        // An empty settings file: nothing from a .env of the working directory.
+        try folder.write("none.env", "")
         let hooks = try folder.makeWritableFolder("hooks")
         let commandHook = try folder.write("command-hook.sh", Self.commandHook)
         let matchHook = try folder.write("match-hook.sh", Self.matchHook)
@@ -164,7 +166,7 @@ struct CameraProtocolTests {
                     #expect(answer.status == expected, "\(command)")
                     if command == "get_status" { #expect(answer.result["camera_id"] == "CAM002") }
                 }
-                #expect(paho.received.filter { $0["topic"] == "lprserver/cameras/CAM002/control/response" }.count >= 4)
+                #expect(await eventually { paho.received.filter { $0["topic"] == "lprserver/cameras/CAM002/control/response" }.count >= 4 })
 
                 // Health on request: a fresh message at once (the interval is an hour).
                 let before = paho.received.filter { $0["topic"] == "lprserver/cameras/CAM002/health" }.count

@@ -77,6 +77,7 @@ final class ServerProcess: Sendable {
     static func start(brokerPort: Int, folder: TemporaryDirectory, name: String = "server") async throws -> ServerProcess {
         let database = folder.file("\(name).sqlite")
         let logPath = folder.file("\(name).log")
+        if !FileManager.default.fileExists(atPath: folder.file("none.env")) { try folder.write("none.env", "") }
         let watcher = MQTTClient(
             configuration: .init(host: "127.0.0.1", port: brokerPort, clientIdentifier: "ready-\(UUID().uuidString.prefix(8))"),
             logger: cameraTestLogger

@@ -7,8 +7,8 @@ import NIOCore
 
 extension CameraAgent {
     /// Handles what the server sends the camera, one message at a time, in order.
-    func receiveMessages() async {
-        for await message in client.messages {
+    func receiveMessages(_ messages: MQTTMessages) async {
+        for await message in messages {
             switch LPRTopic(parsing: message.topic) {
             case .detectionAck(let camera)? where camera == options.cameraID:
                 receiveAck(message)

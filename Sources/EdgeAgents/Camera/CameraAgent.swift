@@ -255,7 +255,10 @@ public actor CameraAgent {
         }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.watchConnection() }
-            group.addTask { await self.receiveMessages() }
+            // Made before subscribing: a retained message that came first would be lost (and,
+            // acknowledged manually, never acknowledged).
+            let messages = client.messages
+            group.addTask { await self.receiveMessages(messages) }
             group.addTask { await self.collectTickets() }
             group.addTask { await self.checkDeliveries() }
             group.addTask { await self.publishHealthPeriodically() }

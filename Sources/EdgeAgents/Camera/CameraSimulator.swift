@@ -135,7 +135,9 @@ public struct CameraSimulator: Sendable {
                 read = confused
                 plateConfidence = random.uniform(0.55...0.8)
             }
-            if weather != "clear" || Self.lighting(at: time) == "night" { plateConfidence *= random.uniform(0.9...1) }
+            // Drawn whatever the conditions, so that the numbers drawn do not depend on the time.
+            let conditions = random.uniform(0.9...1)
+            if weather != "clear" || Self.lighting(at: time) == "night" { plateConfidence *= conditions }
             plateConfidence = Self.round(plateConfidence, 2)
             best = max(best, min(plateConfidence, vehicleConfidence))
             let plateX = x + width * random.uniform(0.3...0.45)

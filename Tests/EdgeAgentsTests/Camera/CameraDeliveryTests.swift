@@ -1,4 +1,5 @@
 import DatabusTestSupport
+import EdgeAgents
 import Foundation
 import LPRModel
 import Testing
@@ -121,6 +122,37 @@ struct CameraDeliveryTests {
             let result = try await stored(ids, in: server.database)
             #expect(result.found == 20)
             #expect(await camera.stop() == 0)
+            await server.stop()
+        }
+    }
+}
+
+@Suite("databus camera --simulate", .serialized, .timeLimit(.minutes(3)))
+struct CameraSimulateTests {
+    @Test("N simulated cameras deliver their seeded detections, the same ones the library makes from the seed", arguments: [BrokerKind.databus])
+    func simulatedFleet(broker kind: BrokerKind) async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        try folder.write("none.env", "")
+        try await kind.with { broker in
+            let server = try await ServerProcess.start(brokerPort: broker.port, folder: folder)
+            let fleet = try CameraProcess(
+                arguments: [
+                    "--broker", "mqtt://127.0.0.1:\(broker.port)", "--simulate", "3", "--rate", "50", "--count", "20", "--seed", "5",
+                    "--data-dir", folder.file("fleet"), "--exit-when-done", "--env-file", folder.file("none.env"),
+                ],
+                logPath: folder.file("fleet.log")
+            )
+            #expect(await fleet.wait(timeout: .seconds(90)) == 0, "\(fleet.log.suffix(1500))")
+            var expected: [String] = []
+            for camera in CameraSimulator.cameraIDs(count: 3) {
+                var simulator = CameraSimulator(cameraID: camera, checkpointID: "CP001", seed: 5)
+                expected += (0..<20).map { _ in simulator.nextDetection(at: Date()).messageID }
+            }
+            let result = try await stored(expected, in: server.database)
+            #expect(result.found == 60)
+            #expect(result.total == 60)
+            #expect(fleet.log.contains("delivered 60 (stored 60, duplicate 0)"))
             await server.stop()
         }
     }

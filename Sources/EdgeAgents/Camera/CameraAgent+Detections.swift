@@ -37,6 +37,25 @@ extension CameraAgent {
         return try await submit(detection, source: source, receivedAt: now)
     }
 
+    /// Takes several detections at once (an HTTP batch), journaled together; the results are
+    /// in the order of `documents`.
+    public nonisolated func submit(contentsOf documents: [JSONObject]) async -> [Result<SubmitOutcome, any Error>] {
+        await withTaskGroup(of: (Int, Result<SubmitOutcome, any Error>).self) { group in
+            for (index, document) in documents.enumerated() {
+                group.addTask {
+                    do {
+                        return (index, .success(try await self.submit(document)))
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            var results = [Result<SubmitOutcome, any Error>?](repeating: nil, count: documents.count)
+            for await (index, result) in group { results[index] = result }
+            return results.map { $0 ?? .failure(CancellationError()) }
+        }
+    }
+
     /// Takes a complete detection (the simulator's); see ``submit(_:source:)``.
     public func submit(_ detection: Detection, source: String? = nil) async throws -> SubmitOutcome {
         try await submit(detection, source: source, receivedAt: Date())

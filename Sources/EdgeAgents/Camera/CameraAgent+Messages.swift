@@ -88,12 +88,12 @@ extension CameraAgent {
             Task {
                 let result = await hook.run(input: input, environment: environment)
                 let response = CommandPlanner.response(to: command, hook: result, now: Date())
-                await self.finished(response, replyingTo: message)
+                self.finished(response, replyingTo: message)
             }
         case .builtIn(let command, let builtIn):
             Task {
                 let response = await self.runBuiltIn(builtIn, command)
-                await self.finished(response, replyingTo: message)
+                self.finished(response, replyingTo: message)
             }
         case .answer(let response):
             answer(response, replyingTo: message)

@@ -4,6 +4,7 @@ import Logging
 import MQTTClient
 import MQTTCore
 import NIOCore
+import ServiceLifecycle
 
 /// `databus camera`: the camera side of the LPR Server v3 protocol, for one camera.
 ///
@@ -239,8 +240,9 @@ public actor CameraAgent {
     // MARK: Running
 
     /// Connects (retrying from the first attempt), serves the camera's topics and delivers
-    /// detections until the task is cancelled; then publishes `offline` and disconnects, keeping
-    /// the journal and the outbox for the next run.
+    /// detections until the task is cancelled (or, as a `Service` in a `ServiceGroup`, until
+    /// graceful shutdown); then publishes `offline` and disconnects, keeping the journal and the
+    /// outbox for the next run.
     public func run() async {
         startedAt = Date()
         let client = self.client
@@ -263,7 +265,17 @@ public actor CameraAgent {
             group.addTask { await self.checkDeliveries() }
             group.addTask { await self.publishHealthPeriodically() }
             group.addTask { await self.subscribe() }
-            await Self.sleepUntilCancelled()
+            // Until cancelled, or, in a ServiceGroup, until graceful shutdown.
+            let waiter = Task { await Self.sleepUntilCancelled() }
+            await withTaskCancellationHandler {
+                await withGracefulShutdownHandler {
+                    await waiter.value
+                } onGracefulShutdown: {
+                    waiter.cancel()
+                }
+            } onCancel: {
+                waiter.cancel()
+            }
             group.cancelAll()
         }
         await Task { await self.stop() }.value
@@ -401,26 +413,39 @@ public actor CameraAgent {
 
     /// The `get_status` result.
     func statusDocument() async -> JSONObject {
-        let outbox = await client.outboxStatistics
-        let connected: Bool
-        if case .connected = client.state { connected = true } else { connected = false }
+        var document = statusFigures()
+        document["outbox_messages"] = .int(await client.outboxStatistics.messages)
+        return document
+    }
+
+    /// The `get_status` figures the agent holds itself. Synchronous and kept apart: Swift 6.3.1's
+    /// optimizer crashed (CopyPropagation) on the same reads inside the async function.
+    @inline(never)
+    private func statusFigures() -> JSONObject {
+        var connected = false
+        if case .connected = client.state { connected = true }
         let counts = self.counts
-        return [
-            "camera_id": .string(options.cameraID),
-            "checkpoint_id": .string(options.checkpointID),
-            "connected": .bool(connected),
-            "uptime_seconds": .double((Date().timeIntervalSince(startedAt) * 10).rounded() / 10),
-            "last_detection": lastDetection.map(JSONValue.timestamp) ?? .null,
-            "pending_detections": .int(tracker.count),
-            "outbox_messages": .int(outbox.messages),
-            "accepted": .int(counts.accepted),
-            "delivered": .int(counts.delivered),
-            "rejected": .int(counts.rejected),
-            "filtered": .int(counts.belowConfidence + counts.withinInterval),
-            "resent": .int(counts.resent),
-            "watchlist_version": watchlist.version.map(JSONValue.int) ?? .null,
-            "watchlist_entries": .int(watchlist.update?.entries.count ?? 0),
-            "configuration": configuration.applied.map { .object($0.configData) } ?? .null,
-        ]
+        let watchlistEntries: Int = watchlist.matcher.entries.count
+        let watchlistVersion: JSONValue = watchlist.version.map { JSONValue.int($0) } ?? .null
+        let configurationData: JSONValue = configuration.applied.map { JSONValue.object($0.configData) } ?? .null
+        let last: JSONValue = lastDetection.map { JSONValue.timestamp($0) } ?? .null
+        var document = JSONObject()
+        document["camera_id"] = .string(options.cameraID)
+        document["checkpoint_id"] = .string(options.checkpointID)
+        document["connected"] = .bool(connected)
+        document["uptime_seconds"] = .double((Date().timeIntervalSince(startedAt) * 10).rounded() / 10)
+        document["last_detection"] = last
+        document["pending_detections"] = .int(tracker.count)
+        document["accepted"] = .int(counts.accepted)
+        document["delivered"] = .int(counts.delivered)
+        document["rejected"] = .int(counts.rejected)
+        document["filtered"] = .int(counts.belowConfidence + counts.withinInterval)
+        document["resent"] = .int(counts.resent)
+        document["watchlist_version"] = watchlistVersion
+        document["watchlist_entries"] = .int(watchlistEntries)
+        document["configuration"] = configurationData
+        return document
     }
 }
+
+extension CameraAgent: Service {}

@@ -150,24 +150,32 @@ public final class DetectionHTTPListener: Sendable {
         var results: [JSONValue] = []
         var invalid = false
         var failed = false
+        var objects: [(position: Int, object: JSONObject)] = []
         for (index, document) in documents.enumerated() {
-            guard let object = document.objectValue else {
+            if let object = document.objectValue { objects.append((index, object)) }
+        }
+        let outcomes = await agent.submit(contentsOf: objects.map(\.object))
+        var outcomeByPosition: [Int: (JSONObject, Result<CameraAgent.SubmitOutcome, any Error>)] = [:]
+        for (entry, outcome) in zip(objects, outcomes) { outcomeByPosition[entry.position] = (entry.object, outcome) }
+        for index in documents.indices {
+            guard let (object, outcome) = outcomeByPosition[index] else {
                 invalid = true
-                results.append(["status": "invalid", "errors": [["path": .string("[\(index)]"), "reason": .string("expected an object")]]])
+                results.append(["status": "invalid", "errors": [["path": .string("[\(index)]"), "reason": "expected an object"]]])
                 continue
             }
-            do {
-                switch try await agent.submit(object) {
-                case .accepted(let id): results.append(["message_id": .string(id), "status": "accepted"])
-                case .alreadyPending(let id): results.append(["message_id": .string(id), "status": "pending"])
-                case .filtered(let id, let reason): results.append(["message_id": .string(id), "status": "filtered", "reason": .string(reason)])
-                }
-            } catch let error as MessageValidationError {
+            switch outcome {
+            case .success(.accepted(let id)):
+                results.append(["message_id": .string(id), "status": "accepted"])
+            case .success(.alreadyPending(let id)):
+                results.append(["message_id": .string(id), "status": "pending"])
+            case .success(.filtered(let id, let reason)):
+                results.append(["message_id": .string(id), "status": "filtered", "reason": .string(reason)])
+            case .failure(let error as MessageValidationError):
                 invalid = true
                 var result: JSONObject = ["status": "invalid", "errors": .array(error.errors.map(\.json))]
                 if let id = Detection.messageID(in: object) { result["message_id"] = .string(id) }
                 results.append(.object(result))
-            } catch {
+            case .failure(let error):
                 failed = true
                 logger.error("cannot take a posted detection: \(error)")
                 results.append(["status": "error", "error": .string("\(error)")])

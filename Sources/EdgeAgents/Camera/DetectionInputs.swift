@@ -11,21 +11,35 @@ public enum DetectionInputs {
     @discardableResult
     public static func readLines(_ path: String, into agent: CameraAgent, logger: Logger) async throws -> (taken: Int, refused: Int) {
         let lines = try BlockingInput.lines(path)
-        var number = 0
-        var taken = 0
-        var refused = 0
-        for try await line in lines {
-            number += 1
-            do {
-                let json = try JSONObject.parse(Array(line.utf8))
-                _ = try await agent.submit(json)
-                taken += 1
-            } catch let error as MessageValidationError {
-                refused += 1
-                logger.error("skipping input line \(number): \(error)")
+        // Up to `inFlight` lines are taken at once, so that they are journaled many per transaction.
+        let inFlight = 128
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
+            var number = 0
+            var running = 0
+            var taken = 0
+            var refused = 0
+            func collect(_ ok: Bool) {
+                running -= 1
+                if ok { taken += 1 } else { refused += 1 }
             }
+            for try await line in lines {
+                number += 1
+                let lineNumber = number
+                if running >= inFlight, let ok = try await group.next() { collect(ok) }
+                running += 1
+                group.addTask {
+                    do {
+                        _ = try await agent.submit(JSONObject.parse(Array(line.utf8)))
+                        return true
+                    } catch let error as MessageValidationError {
+                        logger.error("skipping input line \(lineNumber): \(error)")
+                        return false
+                    }
+                }
+            }
+            while let ok = try await group.next() { collect(ok) }
+            return (taken, refused)
         }
-        return (taken, refused)
     }
 
     /// `--watch DIR`: takes every `*.json` file (one detection each) that appears in `directory`,

@@ -21,12 +21,13 @@ public struct EdgeWatchlist: Sendable {
 
     public init(update: WatchlistUpdate? = nil, maximumDistance: Int = 1) {
         self.update = update
+        self.version = update?.version
         self.maximumDistance = maximumDistance
         self.matcher = WatchlistMatcher(entries: update?.entries ?? [], maximumDistance: maximumDistance)
     }
 
     /// The version in force, or nil.
-    public var version: Int? { update?.version }
+    public private(set) var version: Int?
 
     /// Takes a `blacklist/updates` payload when it is newer than the one in force. A version
     /// lower than ours is taken too when the server's list was reset (version 0 or 1).
@@ -37,10 +38,11 @@ public struct EdgeWatchlist: Sendable {
         } catch {
             return .refused(error)
         }
-        if let current = update?.version, received.version <= current, received.version > 1 || received.version == current {
+        if let current = version, received.version <= current, received.version > 1 || received.version == current {
             return .stale(version: received.version)
         }
         update = received
+        version = received.version
         matcher = WatchlistMatcher(entries: received.entries, maximumDistance: maximumDistance)
         return .replaced(version: received.version, entries: received.entries.count)
     }

@@ -193,8 +193,23 @@ public actor CameraAgent {
         )
         var logger = logger
         logger[metadataKey: "lpr.camera_id"] = "\(options.cameraID)"
-        let configuration = try CameraConfigurationState.load(path: options.configurationPath, cameraID: options.cameraID)
-        let watchlist = try EdgeWatchlist.load(path: options.watchlistPath, maximumDistance: options.watchlistMaximumDistance)
+        // A kept file that cannot be read is set aside, not fatal: the server sends both again.
+        var configuration = CameraConfigurationState(cameraID: options.cameraID)
+        do {
+            configuration = try CameraConfigurationState.load(path: options.configurationPath, cameraID: options.cameraID)
+        } catch {
+            logger.warning("the kept configuration is unreadable; set aside as .bad, asking the server again: \(error)")
+            try? FileManager.default.removeItem(atPath: options.configurationPath + ".bad")
+            try? FileManager.default.moveItem(atPath: options.configurationPath, toPath: options.configurationPath + ".bad")
+        }
+        var watchlist = EdgeWatchlist(maximumDistance: options.watchlistMaximumDistance)
+        do {
+            watchlist = try EdgeWatchlist.load(path: options.watchlistPath, maximumDistance: options.watchlistMaximumDistance)
+        } catch {
+            logger.warning("the kept watch-list is unreadable; set aside as .bad, waiting for the server's: \(error)")
+            try? FileManager.default.removeItem(atPath: options.watchlistPath + ".bad")
+            try? FileManager.default.moveItem(atPath: options.watchlistPath, toPath: options.watchlistPath + ".bad")
+        }
         let agent = CameraAgent(options: options, mqtt: mqtt, journal: journal, configuration: configuration, watchlist: watchlist, logger: logger)
         try await agent.restore()
         return agent

@@ -36,7 +36,8 @@ struct CameraCommand: AsyncParsableCommand {
 
             --simulate N runs N simulated cameras (CAM001, CAM002, ...) in one process, each making \
             --rate detections a second (seeded by --seed: the same seed makes the same detections), \
-            with health, configuration and commands as real cameras have.
+            with health, configuration and commands as real cameras have; about 1 % of their \
+            plates are taken from the edge watch-list, so that the server raises alerts.
 
             Settings come from the flags, then the environment (MQTT_BROKER_HOST, MQTT_BROKER_PORT, \
             MQTT_USERNAME, MQTT_PASSWORD, MQTT_TLS_ENABLED, MQTT_CA_CERT, MQTT_CLIENT_CERT, \

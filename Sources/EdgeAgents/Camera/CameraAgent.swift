@@ -419,6 +419,9 @@ public actor CameraAgent {
     /// The edge watch-list's version.
     public var watchlistVersion: Int? { watchlist.version }
 
+    /// The plates of the edge watch-list, as listed.
+    public var watchlistPlates: [String] { watchlist.matcher.entries.map(\.plate) }
+
     /// Waits until every detection taken so far is acknowledged by the server.
     public func waitUntilDelivered(polling interval: Duration = .milliseconds(50)) async {
         while tracker.count > 0 || !pendingInserts.isEmpty || insertFlushRunning, !Task.isCancelled {

@@ -58,7 +58,8 @@ public struct CameraSimulator: Sendable {
 
     public let cameraID: String
     public let checkpointID: String
-    public let options: Options
+    /// How the traffic looks; ``Options/watchlistPlates`` may change as the watch-list does.
+    public var options: Options
     private var random: SimulatorRandom
     private var seen: [SimulatedVehicle] = []
     private var sequence = 0

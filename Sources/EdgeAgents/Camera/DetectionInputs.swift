@@ -86,7 +86,8 @@ public enum DetectionInputs {
 
 /// Drives simulated cameras: each makes detections with its ``CameraSimulator`` at a rate (or
 /// at the applied configuration's `detection_interval`), stays quiet while restarting, and
-/// hands them to its agent.
+/// hands them to its agent. Plates of the camera's edge watch-list show up now and then (at
+/// the simulator's ``CameraSimulator/Options/watchlistRate``), so that a demo raises alerts.
 public enum CameraSimulation {
     /// Makes detections for `agent` until `limit` are made or the task is cancelled.
     ///
@@ -108,6 +109,7 @@ public enum CameraSimulation {
         let clock = ContinuousClock()
         var next = clock.now
         var firstPeriod = true
+        var nextWatchlistCheck = clock.now
         while !Task.isCancelled, limit.map({ made < $0 }) ?? true {
             let intervalMs = await agent.appliedConfiguration?.detectionInterval
             let period: Double = intervalMs.map { max(0.001, $0 / 1000) } ?? (rate > 0 ? 1 / rate : 0)
@@ -124,6 +126,11 @@ public enum CameraSimulation {
             if let paused = await agent.pausedUntil, paused > Date() {
                 if period == 0 { try? await Task.sleep(for: .milliseconds(100)) }
                 continue
+            }
+            if clock.now >= nextWatchlistCheck {
+                let listed = await agent.watchlistPlates
+                if listed != simulator.options.watchlistPlates { simulator.options.watchlistPlates = listed }
+                nextWatchlistCheck = clock.now.advanced(by: .seconds(2))
             }
             let detection = simulator.nextDetection(at: Date())
             do {

@@ -1,8 +1,10 @@
 import DatabusTestSupport
-import EdgeAgents
 import Foundation
+import LPRModel
 import MQTTClient
 import Testing
+
+@testable import EdgeAgents
 
 @Suite("Camera agent: the detection journal")
 struct DetectionJournalTests {
@@ -75,5 +77,27 @@ struct CameraAgentRestartTests {
         #expect(await agent.watchlistVersion == nil)
         #expect(FileManager.default.fileExists(atPath: folder.file("camera/config.json.bad")))
         #expect(FileManager.default.fileExists(atPath: folder.file("camera/watchlist.json.bad")))
+    }
+}
+
+@Suite("Camera simulation: watch-listed plates")
+struct CameraSimulationWatchlistTests {
+    @Test("a simulated camera shows plates of its edge watch-list now and then, and matches them at the edge")
+    func listedPlatesShowUp() async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        let agent = try await CameraAgent.open(
+            options: CameraAgent.Options(cameraID: "CAM001", checkpointID: "CP001", dataDirectory: folder.file("camera")),
+            mqtt: .init(host: "127.0.0.1", port: 1, clientIdentifier: ""),
+            logger: cameraTestLogger
+        )
+        let update = WatchlistUpdate(version: 2, timestamp: Date(), entries: [WatchlistEntry(id: "w1", plate: "LISTED-1")])
+        await agent.receiveWatchlist(JSONValue.object(update.json).jsonBytes)
+        #expect(await agent.watchlistPlates == ["LISTED-1"])
+        let simulator = CameraSimulator(cameraID: "CAM001", checkpointID: "CP001", seed: 8, options: .init(ocrConfusionRate: 0, watchlistRate: 0.1))
+        await CameraSimulation.drive(agent, simulator: simulator, rate: 0, limit: 200, logger: cameraTestLogger)
+        let counts = await agent.counts
+        #expect(counts.accepted == 200)
+        #expect((5...60).contains(counts.watchlistMatches))
     }
 }

@@ -2,6 +2,8 @@ import DatabusTestSupport
 import EdgeAgents
 import Foundation
 import LPRModel
+import MQTTClient
+import NIOCore
 import Testing
 
 /// `databus camera` as integrators run it, against `databus broker` and mosquitto, with a real
@@ -154,6 +156,69 @@ struct CameraSimulateTests {
             #expect(result.total == 60)
             #expect(fleet.log.contains("delivered 60 (stored 60, duplicate 0)"))
             await server.stop()
+        }
+    }
+}
+
+@Suite("databus camera: rejected detections", .serialized, .timeLimit(.minutes(3)))
+struct CameraRejectionTests {
+    @Test(
+        "a rejected ack is logged with its errors, the detection is not sent again, and its file goes to rejected/",
+        arguments: [BrokerKind.mosquitto]
+    )
+    func rejectedNotRetried(broker kind: BrokerKind) async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        try folder.write("none.env", "")
+        try await kind.with { broker in
+            // A server of our own making: it rejects every detection (a stricter server version would).
+            let server = MQTTClient(
+                configuration: .init(host: "127.0.0.1", port: broker.port, clientIdentifier: "strict-server"),
+                logger: cameraTestLogger
+            )
+            try await server.connect()
+            let detections = MessageLog(try await server.subscribe(to: "lprserver/cameras/+/detection"))
+            let answering = Task {
+                var answered = 0
+                while !Task.isCancelled {
+                    let messages = detections.messages
+                    for message in messages.dropFirst(answered) {
+                        let id = (try? JSONObject.parse(message.payload.readableBytesView))?["message_id"]?.stringValue ?? ""
+                        let ack = DetectionAck(
+                            messageID: id,
+                            status: .rejected,
+                            errors: [FieldError(path: "metadata.image_path", reason: "outside the allowed storage")],
+                            timestamp: Date()
+                        )
+                        _ = try? await server.publish(
+                            topic: "lprserver/cameras/CAM001/detection/ack",
+                            payload: ByteBuffer(bytes: JSONValue.object(ack.json).jsonBytes),
+                            qos: .atLeastOnce
+                        )
+                    }
+                    answered = messages.count
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            let spool = try folder.makeWritableFolder("spool")
+            try folder.write("spool/one.json", JSONValue.object(try seedDetection(id: "strict-1", envelope: false)).jsonText)
+            let camera = try CameraProcess(
+                arguments: [
+                    "--broker", "mqtt://127.0.0.1:\(broker.port)", "--data-dir", folder.file("camera"), "--watch", spool, "--ack-timeout", "0.5",
+                    "--env-file", folder.file("none.env"),
+                ],
+                logPath: folder.file("camera.log")
+            )
+            #expect(await eventually { FileManager.default.fileExists(atPath: "\(spool)/rejected/one.json") }, "\(camera.log.suffix(1000))")
+            #expect(!FileManager.default.fileExists(atPath: "\(spool)/one.json"))
+            // Several ack timeouts later: sent once, never again.
+            try await Task.sleep(for: .seconds(3))
+            #expect(detections.messages.count == 1)
+            #expect(camera.log.contains("the server rejected a detection"))
+            #expect(camera.log.contains("outside the allowed storage"))
+            #expect(await camera.stop() == 0)
+            answering.cancel()
+            await server.disconnect()
         }
     }
 }

@@ -284,6 +284,11 @@ struct CameraCommand: AsyncParsableCommand {
                 await AgentSignals.waitForTermination()
                 return nil
             }
+            group.addTask {
+                // Every agent stopped by itself: its client gave up reconnecting.
+                for task in running { await task.value }
+                return AgentSettingsError(name: nil, "the MQTT client gave up reconnecting (MQTT_MAX_RECONNECT_ATTEMPTS)")
+            }
             failure = await group.next() ?? nil
             group.cancelAll()
             for task in running { task.cancel() }

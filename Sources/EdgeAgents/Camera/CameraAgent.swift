@@ -256,12 +256,15 @@ public actor CameraAgent {
 
     /// Connects (retrying from the first attempt), serves the camera's topics and delivers
     /// detections until the task is cancelled (or, as a `Service` in a `ServiceGroup`, until
-    /// graceful shutdown); then publishes `offline` and disconnects, keeping the journal and the
-    /// outbox for the next run.
+    /// graceful shutdown, or until the client gives up reconnecting); then publishes `offline`
+    /// and disconnects, keeping the journal and the outbox for the next run.
     public func run() async {
         startedAt = Date()
         let client = self.client
         let logger = self.logger
+        // Until cancelled, or, in a ServiceGroup, until graceful shutdown, or until the client
+        // gives up reconnecting (MQTT_MAX_RECONNECT_ATTEMPTS).
+        let waiter = Task { await Self.sleepUntilCancelled() }
         // Not a child task: cancelling `run` must not disconnect before `offline` is said.
         let connection = Task {
             do {
@@ -269,6 +272,7 @@ public actor CameraAgent {
             } catch {
                 logger.error("the MQTT client stopped: \(error)")
             }
+            waiter.cancel()
         }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.watchConnection() }
@@ -280,8 +284,6 @@ public actor CameraAgent {
             group.addTask { await self.checkDeliveries() }
             group.addTask { await self.publishHealthPeriodically() }
             group.addTask { await self.subscribe() }
-            // Until cancelled, or, in a ServiceGroup, until graceful shutdown.
-            let waiter = Task { await Self.sleepUntilCancelled() }
             await withTaskCancellationHandler {
                 await withGracefulShutdownHandler {
                     await waiter.value

@@ -118,8 +118,8 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // What runs next to a camera, a video pipeline or a site gateway: `databus pipeline`,
-        // `databus gateway` (and later `databus camera`).
+        // What runs next to a camera, a video pipeline or a site gateway: `databus camera`,
+        // `databus pipeline`, `databus gateway`.
         .target(
             name: "EdgeAgents",
             dependencies: [
@@ -136,6 +136,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         .executableTarget(
@@ -236,6 +237,7 @@ let package = Package(
                 "DatabusTestSupport",
                 "EdgeAgents",
                 "LPRModel",
+                "LPRServer",
                 "MQTTClient",
                 "MQTTCore",
                 .product(name: "NIOCore", package: "swift-nio"),

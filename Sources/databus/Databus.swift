@@ -14,7 +14,7 @@ struct Databus: AsyncParsableCommand {
         version: DatabusVersion.current,
         subcommands: [
             BrokerCommand.self, ServerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self, PasswdCommand.self,
-            BenchCommand.self, PipelineCommand.self, GatewayCommand.self,
+            BenchCommand.self, CameraCommand.self, PipelineCommand.self, GatewayCommand.self,
         ]
     )
 }

@@ -29,6 +29,27 @@ struct APIRoutes: Sendable {
         }
     }
 
+    /// Every operation the server answers, as the OpenAPI document lists them; a known path asked
+    /// with another method is a 405 naming the allowed ones.
+    static let operations: [(method: String, path: String)] = [
+        ("GET", "/health"), ("GET", "/metrics"), ("GET", "/api/openapi.json"),
+        ("GET", "/api/detections"), ("GET", "/api/detections/{message_id}"),
+        ("GET", "/api/cameras"), ("GET", "/api/cameras/{id}"), ("PUT", "/api/cameras/{id}/config"),
+        ("POST", "/api/cameras/{id}/control"), ("POST", "/api/cameras/{id}/health/request"),
+        ("GET", "/api/watchlist"), ("POST", "/api/watchlist"), ("PUT", "/api/watchlist/{entry_id}"), ("DELETE", "/api/watchlist/{entry_id}"),
+        ("GET", "/api/alerts"), ("GET", "/api/checkpoints"), ("GET", "/api/stats"), ("GET", "/api/events"),
+    ]
+
+    /// The methods ``operations`` allow on a request path (`{...}` matches one segment).
+    static func allowedMethods(for path: String) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        return operations.filter { operation in
+            let pattern = operation.path.split(separator: "/", omittingEmptySubsequences: true)
+            guard pattern.count == segments.count else { return false }
+            return zip(pattern, segments).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+        }.map(\.method)
+    }
+
     func addAPIRoutes(to api: RouterGroup<BasicRequestContext>) {
         api.get("detections") { request, _ in try await listDetections(request) }
         api.get("detections/{message_id}") { _, context in try await detection(context) }

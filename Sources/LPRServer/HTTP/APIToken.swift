@@ -78,6 +78,14 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             return try error.response(from: request, context: context)
+        } catch let error as HTTPError where error.status == .notFound && !APIRoutes.allowedMethods(for: request.uri.path).isEmpty {
+            let allowed = APIRoutes.allowedMethods(for: request.uri.path)
+            return try APIError(
+                .methodNotAllowed,
+                code: "method_not_allowed",
+                message: "\(request.uri.path) answers \(allowed.joined(separator: ", ")), not \(request.method.rawValue)",
+                headers: [.allow: allowed.joined(separator: ", ")]
+            ).response(from: request, context: context)
         } catch let error as HTTPError {
             let code = error.status.code == 404 ? "not_found" : error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_")
             var message = error.body ?? error.status.reasonPhrase

@@ -51,8 +51,15 @@ struct QueryParameters {
         return value
     }
 
+    /// A typed parameter's text: absent is nil, present but empty is an error.
+    func typed(_ name: String, expected: String) throws -> String? {
+        guard let value = values[name] else { return nil }
+        guard !value.isEmpty else { throw APIError.badRequest(name, "is empty; expected \(expected)") }
+        return value
+    }
+
     func integer(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
-        guard let text = string(name) else { return nil }
+        guard let text = try typed(name, expected: "an integer") else { return nil }
         guard let value = Int(text), range.contains(value) else {
             throw APIError.badRequest(name, "expected an integer from \(range.lowerBound) to \(range.upperBound), found \"\(text)\"")
         }
@@ -60,7 +67,7 @@ struct QueryParameters {
     }
 
     func bool(_ name: String) throws -> Bool? {
-        guard let text = string(name) else { return nil }
+        guard let text = try typed(name, expected: "true or false") else { return nil }
         switch text.lowercased() {
         case "true", "1", "yes": return true
         case "false", "0", "no": return false
@@ -70,7 +77,7 @@ struct QueryParameters {
 
     /// An RFC 3339 timestamp (a `+` left unescaped in the query reads as a space and is taken back).
     func date(_ name: String) throws -> Date? {
-        guard let text = string(name) else { return nil }
+        guard let text = try typed(name, expected: "an RFC 3339 timestamp") else { return nil }
         guard let date = RFC3339.date(from: text) ?? RFC3339.date(from: text.replacingOccurrences(of: " ", with: "+")) else {
             throw APIError.badRequest(name, "expected an RFC 3339 timestamp such as 2026-12-06T10:00:00Z, found \"\(text)\"")
         }
@@ -78,7 +85,7 @@ struct QueryParameters {
     }
 
     func oneOf(_ name: String, _ allowed: [String]) throws -> String? {
-        guard let text = string(name) else { return nil }
+        guard let text = try typed(name, expected: "one of \(allowed.joined(separator: ", "))") else { return nil }
         guard allowed.contains(text) else {
             throw APIError.badRequest(name, "expected one of \(allowed.joined(separator: ", ")), found \"\(text)\"")
         }

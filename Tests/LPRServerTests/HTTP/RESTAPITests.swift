@@ -50,6 +50,10 @@ struct RESTAPITests {
 
             let unknown = try await client.call(.get, "/api/nothing-here")
             expectError(unknown, .notFound, field: nil)
+            let wrongMethod = try await client.call(.delete, "/api/cameras/CAM001")
+            expectError(wrongMethod, .methodNotAllowed, field: nil)
+            #expect(wrongMethod.headers[.allow] == "GET")
+            #expect(try await client.call(.patch, "/api/watchlist").headers[.allow] == "GET, POST")
         }
     }
 
@@ -114,11 +118,14 @@ struct RESTAPITests {
             expectError(try await client.call(.get, "/api/detections?limit=ten"), .badRequest, field: "limit")
             expectError(try await client.call(.get, "/api/detections?since=yesterday"), .badRequest, field: "since")
             expectError(try await client.call(.get, "/api/detections?until=2026-13-01T00:00:00Z"), .badRequest, field: "until")
-            expectError(try await client.call(.get, "/api/detections?since=\(since)&until=\(since)"), .badRequest, field: "until")
+            #expect(try await plates("since=\(since)&until=\(since)") == [], "an empty range")
+            #expect(try await plates("plate=--") == [], "no letter or digit matches nothing")
+            #expect(try await plates("fuzzy=true").count == 5, "fuzzy without a plate refines nothing")
+            expectError(try await client.call(.get, "/api/detections?limit="), .badRequest, field: "limit")
+            expectError(try await client.call(.get, "/api/detections?since="), .badRequest, field: "since")
             expectError(try await client.call(.get, "/api/detections?cursor=abc"), .badRequest, field: "cursor")
+            expectError(try await client.call(.get, "/api/detections?cursor="), .badRequest, field: "cursor")
             expectError(try await client.call(.get, "/api/detections?fuzzy=maybe&plate=AB1"), .badRequest, field: "fuzzy")
-            expectError(try await client.call(.get, "/api/detections?fuzzy=true"), .badRequest, field: "fuzzy")
-            expectError(try await client.call(.get, "/api/detections?plate=--"), .badRequest, field: "plate")
         }
     }
 
@@ -307,7 +314,9 @@ struct RESTAPITests {
                 #expect(added.object["id"] == "mine-1")
                 #expect(added.object["expires_at"]?.stringValue.flatMap(RFC3339.date(from:)) == RFC3339.date(from: "2030-01-01T00:00:00Z"))
                 expectError(try await client.call(.post, "/api/watchlist", json: ["id": "mine-1", "plate": "Q1"]), .conflict, field: "id")
-                expectError(try await client.call(.put, "/api/watchlist/mine-1", json: ["id": "other", "plate": "Q1"]), .badRequest, field: "id")
+                let renamed = try await client.call(.put, "/api/watchlist/mine-1", json: ["id": "other", "plate": "ZZ99ZY"])
+                #expect(renamed.status == .ok)
+                #expect(renamed.object["id"] == "mine-1", "the path names the entry")
 
                 #expect(try await client.call(.delete, "/api/watchlist/mine-1").status == .noContent)
                 expectError(try await client.call(.delete, "/api/watchlist/mine-1"), .notFound, field: "entry_id")
@@ -378,8 +387,7 @@ struct RESTAPITests {
             #expect(Set(counts.compactMap { $0["camera_id"]?.stringValue }) == ["CAM001", "CAM002"])
             #expect(counts.compactMap { $0["count"]?.intValue }.reduce(0, +) == 2)
             #expect(try await client.call(.get, "/api/stats?camera=CAM002").object["items"]?.arrayValue?.count == 1)
-            expectError(try await client.call(.get, "/api/stats?since=2026-01-01T00:00:00Z&until=2025-01-01T00:00:00Z"), .badRequest, field: "until")
-            expectError(try await client.call(.get, "/api/stats?since=2025-01-01T00:00:00Z&until=2025-03-01T00:00:00Z"), .badRequest, field: "since")
+            #expect(try await client.call(.get, "/api/stats?since=2026-01-01T00:00:00Z&until=2025-01-01T00:00:00Z").object["items"] == [])
             expectError(try await client.call(.get, "/api/stats?until=later"), .badRequest, field: "until")
         }
     }

@@ -356,55 +356,55 @@ function metric(label, value, hot) {
   return node;
 }
 
+/// One card per camera, made once and brought up to date in place (buttons keep focus and answers stay).
+function cameraCard(id) {
+  const container = $('cameras');
+  let card = container.querySelector(`.camera[data-camera="${CSS.escape(id)}"]`);
+  if (card) return card;
+  card = el('article', 'camera');
+  card.dataset.camera = id;
+  const head = el('div', 'camera-head');
+  head.append(el('span', 'state-dot'), el('span', 'camera-name', id), el('span', 'camera-checkpoint'));
+  const actions = el('div', 'camera-actions');
+  const restart = el('button', 'secondary restart', 'Restart');
+  restart.addEventListener('click', () => sendCommand(id, 'restart', card));
+  const health = el('button', 'secondary health', 'Health');
+  health.addEventListener('click', () => requestHealth(id, card));
+  const configure = el('button', 'secondary configure', 'Config');
+  configure.title = 'Configure the camera';
+  configure.addEventListener('click', () => { const camera = state.cameras.get(id); if (camera) openConfiguration(camera); });
+  actions.append(restart, health, configure);
+  card.append(head, el('div', 'camera-metrics'), el('div', 'camera-last'), actions, el('div', 'camera-answer'));
+  return card;
+}
+
 function renderCameras() {
   const container = $('cameras');
-  const answers = new Map();
-  for (const node of container.querySelectorAll('.camera')) {
-    const answer = node.querySelector('.camera-answer');
-    answers.set(node.dataset.camera, { text: answer.textContent, className: answer.className });
-  }
-  container.replaceChildren();
   const cameras = [...state.cameras.values()].sort((a, b) => a.camera_id.localeCompare(b.camera_id));
-  for (const camera of cameras) {
+  const number = (v, unit) => (typeof v === 'number' ? `${Math.round(v)}${unit}` : '—');
+  cameras.forEach((camera, index) => {
+    const card = cameraCard(camera.camera_id);
     const online = camera.online === true;
-    const card = el('article', `camera${camera.online === false ? ' offline' : ''}`);
-    card.dataset.camera = camera.camera_id;
-    const head = el('div', 'camera-head');
-    head.append(
-      el('span', `state-dot ${online ? 'online' : camera.online === false ? 'offline' : ''}`),
-      el('span', 'camera-name', camera.camera_id),
-      el('span', 'camera-checkpoint', camera.checkpoint_id || ''),
-    );
+    card.classList.toggle('offline', camera.online === false);
+    card.querySelector('.state-dot').className = `state-dot ${online ? 'online' : camera.online === false ? 'offline' : ''}`;
+    card.querySelector('.camera-checkpoint').textContent = camera.checkpoint_id || '';
     const details = (camera.health && camera.health.health_details) || {};
-    const metrics = el('div', 'camera-metrics');
-    const number = (v, unit) => (typeof v === 'number' ? `${Math.round(v)}${unit}` : '—');
-    metrics.append(
+    card.querySelector('.camera-metrics').replaceChildren(
       metric('CPU', number(details.cpu_usage, '%'), details.cpu_usage > 85),
-      metric('Memory', number(details.memory_usage, '%'), details.memory_usage > 90),
+      metric('Mem', number(details.memory_usage, '%'), details.memory_usage > 90),
       metric('Temp', number(details.temperature, '°'), details.temperature > 70),
       metric('Uptime', duration(details.uptime_seconds), false),
     );
-    const last = el('div', 'camera-last');
+    const last = card.querySelector('.camera-last');
     if (camera.last_detection) {
       const plate = plates(camera.last_detection)[0];
-      last.append(el('span', 'plate plate-small', plate ? plate.plate_number : '?'), el('span', null, ago(camera.last_detection.received_at)));
+      last.replaceChildren(el('span', 'plate plate-small', plate ? plate.plate_number : '?'), el('span', null, ago(camera.last_detection.received_at)));
     } else {
-      last.append(el('span', null, online ? 'online, no detection yet' : `last seen ${ago(camera.last_seen)}`));
+      last.replaceChildren(el('span', null, online ? 'online, no detection yet' : `last seen ${ago(camera.last_seen)}`));
     }
-    const actions = el('div', 'camera-actions');
-    const restart = el('button', 'secondary restart', 'Restart');
-    restart.addEventListener('click', () => sendCommand(camera.camera_id, 'restart', card));
-    const health = el('button', 'secondary health', 'Health');
-    health.addEventListener('click', () => requestHealth(camera.camera_id, card));
-    const configure = el('button', 'secondary configure', 'Configure');
-    configure.addEventListener('click', () => openConfiguration(camera));
-    actions.append(restart, health, configure);
-    const answer = el('div', 'camera-answer');
-    const previous = answers.get(camera.camera_id);
-    if (previous) { answer.textContent = previous.text; answer.className = previous.className; }
-    card.append(head, metrics, last, actions, answer);
-    container.append(card);
-  }
+    if (container.children[index] !== card) container.insertBefore(card, container.children[index] || null);
+  });
+  for (const card of [...container.querySelectorAll('.camera')]) if (!state.cameras.has(card.dataset.camera)) card.remove();
   $('cameras-note').textContent = cameras.length ? `${cameras.filter((c) => c.online === true).length} of ${cameras.length} online` : '';
   updateFigures();
   updateEmpty();
@@ -416,12 +416,12 @@ async function sendCommand(cameraID, command, card) {
   answer.textContent = `${command}: waiting for the camera…`;
   try {
     const response = await api('POST', `/api/cameras/${encodeURIComponent(cameraID)}/control`, { command, timeout_seconds: 10 });
-    const reply = document.querySelector(`.camera[data-camera="${CSS.escape(cameraID)}"] .camera-answer`) || answer;
+    const reply = answer;
     reply.className = `camera-answer ${response.status === 'ok' ? 'ok' : 'error'}`;
     const result = response.result && (response.result.error || response.result.message);
     reply.textContent = `${command}: ${response.status}${result ? ` (${result})` : ''} · ${formatTime(new Date().toISOString())}`;
   } catch (error) {
-    const reply = document.querySelector(`.camera[data-camera="${CSS.escape(cameraID)}"] .camera-answer`) || answer;
+    const reply = answer;
     reply.className = 'camera-answer error';
     reply.textContent = error.status === 504 ? `${command}: no answer within 10 s` : `${command}: ${error.message}`;
   }

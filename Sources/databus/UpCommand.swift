@@ -94,7 +94,8 @@ struct UpCommand: AsyncParsableCommand {
         do {
             addresses = try await broker.start()
         } catch {
-            FileHandle.standardError.write(Data("databus up: the broker could not start: \(error)\n".utf8))
+            let hint = "\(error)".contains("Address already in use") ? " (another broker on that port? choose one with --mqtt HOST:PORT)" : ""
+            FileHandle.standardError.write(Data("databus up: the broker could not start: \(error)\(hint)\n".utf8))
             throw ExitCode.failure
         }
         // The LPR server connects to the first plain listener, over loopback when it listens there.
@@ -168,7 +169,8 @@ struct UpCommand: AsyncParsableCommand {
             try await group.run()
         } catch {
             await broker.shutdown()
-            FileHandle.standardError.write(Data("databus up: \(error)\n".utf8))
+            let hint = "\(error)".contains("Address already in use") ? " (is the dashboard's port \(http) taken? choose one with --http HOST:PORT)" : ""
+            FileHandle.standardError.write(Data("databus up: \(error)\(hint)\n".utf8))
             throw ExitCode.failure
         }
     }

@@ -4,7 +4,8 @@
 Logs in with the token, adds a watch-list entry through the page, publishes detections with
 mosquitto_pub and waits for them in the feed (each within 2 s), checks that the watch-listed
 plate is highlighted and its alert shows, sends a control command from a camera card and
-waits for the camera's answer, and saves screenshots at wall and phone sizes in both themes.
+waits for the camera's answer, publishes a configuration from the camera's dialog and waits
+for the camera to report it applied, and saves screenshots at wall and phone sizes in both themes.
 Prints one JSON line of what it measured; exits non-zero on the first failure.
 """
 import argparse
@@ -110,6 +111,20 @@ def main():
         driver.find_element(By.CSS_SELECTOR, card + " .restart").click()
         WebDriverWait(driver, 12).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, card + " .camera-answer"), "restart: ok"))
         figures["control_answer"] = driver.find_element(By.CSS_SELECTOR, card + " .camera-answer").text
+
+        # Per-camera configuration: published from the dialog, applied and reported back by the camera.
+        driver.find_element(By.CSS_SELECTOR, card + " .configure").click()
+        wait.until(EC.visibility_of_element_located((By.ID, "config-data")))
+        driver.execute_script("document.getElementById('config-data').value = arguments[0];",
+                              json.dumps({"confidence_threshold": 0.7, "detection_interval": 800}))
+        driver.find_element(By.ID, "config-save").click()
+        wait.until(EC.invisibility_of_element_located((By.ID, "config-dialog")))
+        def reported(d):
+            d.find_element(By.CSS_SELECTOR, card + " .configure").click()
+            text = d.find_element(By.ID, "config-reported").text
+            d.find_element(By.ID, "config-cancel").click()
+            return "0.7" in text and "800" in text
+        WebDriverWait(driver, 10, poll_frequency=0.3).until(reported)
 
         # Plate search, fuzzy: the OCR-confused plate finds the watch-listed one.
         driver.find_element(By.CSS_SELECTOR, '.tab[data-view="search"]').click()

@@ -29,6 +29,7 @@ public final class LPRServer: Service, Sendable {
     let correlator = NIOLockedValueBox(ControlCorrelator())
     let commandWaiters = NIOLockedValueBox<[String: CheckedContinuation<CommandOutcome, Never>]>([:])
     let ingestQueue = BatchQueue<IngestItem>()
+    let storedQueue = BatchQueue<StoredBatch>()
     let otherQueue = BatchQueue<MQTTMessage>()
     let readiness = NIOLockedValueBox<(ready: Bool, waiters: [CheckedContinuation<Void, any Error>], failure: (any Error)?)>((false, [], nil))
     /// Whether this instance holds the lease to publish the periodic system topics.
@@ -116,6 +117,10 @@ public final class LPRServer: Service, Sendable {
             }
             group.addTask {
                 await self.ingestLoop()
+                return false
+            }
+            group.addTask {
+                await self.announceLoop()
                 return false
             }
             group.addTask {
@@ -305,17 +310,19 @@ public final class LPRServer: Service, Sendable {
         )
     }
 
-    /// A refused message: a counter, a warning alert, a log line.
+    /// A refused message: a counter, a warning alert, a log line (also on `system/logs`).
     func refused(topic: String, cameraID: String?, errors: [FieldError]) async {
         metrics.error("message_rejected")
         let reasons = errors.prefix(5).map(\.description).joined(separator: "; ")
+        let message = "refused a message on \(topic): \(reasons)"
+        await report(.warning, message, metadata: ["mqtt.topic": "\(topic)"])
         await raise([
             Alert(
                 alertID: Self.newID(),
                 level: .warning,
                 kind: .messageRejected,
                 cameraID: cameraID,
-                message: "refused a message on \(topic): \(reasons)",
+                message: message,
                 timestamp: Date(),
                 details: ["topic": .string(topic), "errors": .array(errors.map(\.json))]
             )

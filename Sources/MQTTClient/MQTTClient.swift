@@ -624,6 +624,71 @@ public actor MQTTClient {
         return PublishTicket(sequence: entry.sequence, promise: promise)
     }
 
+    /// A message for ``enqueue(_:)``.
+    public struct OutgoingMessage: Sendable {
+        public var topic: String
+        public var payload: ByteBuffer
+        public var qos: QoS
+        public var retain: Bool
+        public var properties: Properties
+
+        public init(topic: String, payload: ByteBuffer, qos: QoS = .atMostOnce, retain: Bool = false, properties: Properties = []) {
+            self.topic = topic
+            self.payload = payload
+            self.qos = qos
+            self.retain = retain
+            self.properties = properties
+        }
+    }
+
+    /// Hands several messages to the client at once, in order, without waiting for the broker
+    /// and without a ticket each: for a producer that publishes many messages and learns of
+    /// their fate otherwise (an LPR server's acks). One call costs one trip into the client.
+    ///
+    /// - Returns: for each message, `nil` when it is in the outbox, or why it could not be
+    ///   taken (invalid topic, too large, outbox full).
+    @discardableResult
+    public func enqueue(_ messages: [OutgoingMessage]) -> [MQTTClientError?] {
+        var results: [MQTTClientError?] = []
+        results.reserveCapacity(messages.count)
+        var actions: [ClientSession.Action] = []
+        for message in messages {
+            do {
+                try TopicName.validate(message.topic)
+            } catch {
+                results.append(MQTTClientError(.invalidTopic, "\(message.topic): \(error)"))
+                continue
+            }
+            do {
+                let probe = PublishPacket(
+                    topicName: message.topic,
+                    payload: message.payload,
+                    qos: message.qos,
+                    retain: message.retain,
+                    packetIdentifier: 1,
+                    properties: message.properties
+                )
+                _ = try MQTTPacket.publish(probe).encodedSize(version: configuration.protocolVersion)
+                let (_, entryActions) = try session.enqueue(
+                    topic: message.topic,
+                    payload: message.payload,
+                    qos: message.qos,
+                    retain: message.retain,
+                    properties: message.properties
+                )
+                actions += entryActions
+                results.append(nil)
+            } catch let error as MQTTClientError {
+                results.append(error)
+            } catch {
+                results.append(MQTTClientError(.packetTooLarge, "\(error)"))
+            }
+        }
+        execute(actions)
+        pump()
+        return results
+    }
+
     /// Publishes a message and returns when its flow completes: written (QoS 0), PUBACK
     /// (QoS 1) or PUBCOMP (QoS 2), with the broker's MQTT 5 reason code.
     ///

@@ -19,14 +19,17 @@ extension ByteBuffer {
         }
     }
 
-    enum VariableByteIntegerPeek {
+    /// What ``peekMQTTVariableByteInteger(at:)`` found.
+    public enum VariableByteIntegerPeek: Sendable, Equatable {
+        /// The value and how many bytes (1 to 4) encode it.
         case value(Int, length: Int)
         case needMoreBytes
+        /// More than four bytes: malformed.
         case tooLong
     }
 
-    /// Reads a variable byte integer at `index` without moving the reader index.
-    func peekMQTTVariableByteInteger(at index: Int) -> VariableByteIntegerPeek {
+    /// Reads a variable byte integer (a remaining length) at `index` without moving the reader index.
+    public func peekMQTTVariableByteInteger(at index: Int) -> VariableByteIntegerPeek {
         var value = 0
         var multiplier = 1
         for offset in 0..<4 {
@@ -39,8 +42,9 @@ extension ByteBuffer {
     }
 
     /// Writes `value` (0...268,435,455) as a variable byte integer.
+    /// - Returns: the number of bytes written (1 to 4).
     @discardableResult
-    mutating func writeMQTTVariableByteInteger(_ value: Int) -> Int {
+    public mutating func writeMQTTVariableByteInteger(_ value: Int) -> Int {
         var remaining = value
         var written = 0
         repeat {

@@ -14,7 +14,9 @@ struct BenchCommand: AsyncParsableCommand {
               fanout  1 publisher -> M subscribers on one topic (--subscribers M)
               pairs   N publisher/subscriber pairs, a topic each
               conns   open --connections N idle connections and hold them for --duration
-              ingest  reserved for the LPR server
+              ingest  --publishers N simulated cameras publish seed-format detections (QoS 1) to a running
+                      LPR server and wait for each detection/ack: detections stored and acked per second,
+                      publish -> ack latency (--inflight: detections waiting per camera; --rate per camera)
             Every payload carries its send time and a sequence number: latency goes into an HDR \
             histogram; lost, duplicated and reordered messages are counted. With --broker-pid the \
             broker's CPU and RSS are read from /proc. Prints a table, then one JSON line.
@@ -24,6 +26,7 @@ struct BenchCommand: AsyncParsableCommand {
               databus bench fanout --subscribers 50 --broker-pid $(pidof mosquitto)
               databus bench fanin --qos 1 --rate 1000 --publishers 8    # latency at 8,000 msg/s
               databus bench conns --connections 10000 --broker-pid 1234
+              databus bench ingest --publishers 20 --duration 10 --server-pid $(pidof databus)
             """
     )
 
@@ -66,6 +69,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("broker-pid"), help: "The broker's process id, for its CPU and RSS.")
     var brokerPID: Int32?
 
+    @Option(name: .customLong("server-pid"), help: "The LPR server's process id, for its CPU and RSS (ingest).")
+    var serverPID: Int32?
+
     @Option(help: "A name for the broker in the report.")
     var label = "broker"
 
@@ -100,6 +106,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if scenario == "ingest" { return try await runIngest() }
         var configuration = BenchConfiguration()
         configuration.scenario = BenchConfiguration.Scenario(rawValue: scenario)!
         configuration.host = host
@@ -122,6 +129,28 @@ struct BenchCommand: AsyncParsableCommand {
             let report = try await BenchRunner(configuration: configuration).run()
             if !json { print(report.table) }
             print(report.json)
+        } catch {
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    /// The LPR ingest scenario.
+    private func runIngest() async throws {
+        var configuration = IngestBench.Configuration()
+        configuration.host = host
+        configuration.port = port
+        configuration.version = mqttVersion.hasSuffix("5") ? .v5 : .v3_1_1
+        configuration.cameras = publishers
+        configuration.rate = rate
+        configuration.window = inflight
+        configuration.duration = duration
+        configuration.brokerPID = brokerPID
+        configuration.serverPID = serverPID
+        do {
+            let report = try await IngestBench(configuration: configuration).run()
+            if !json { print(report.table) }
+            print(report.jsonLine)
         } catch {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             throw ExitCode.failure

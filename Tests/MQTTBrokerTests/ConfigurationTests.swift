@@ -40,6 +40,8 @@ struct ConfigurationTests {
             persistent_client_expiration 2d
             persistence true
             persistence_location /var/lib/databus/
+            persistence_max_bytes 512M
+            backpressure false
             retain_available false
             allow_zero_length_clientid false
             auto_id_prefix dbx-
@@ -68,6 +70,8 @@ struct ConfigurationTests {
         #expect(configuration.persistentClientExpiration == .seconds(2 * 24 * 3600))
         #expect(configuration.persistence == true)
         #expect(configuration.persistenceLocation == "/var/lib/databus/")
+        #expect(configuration.persistenceMaxBytes == 512 << 20)
+        #expect(configuration.backpressure == false)
         #expect(configuration.retainAvailable == false)
         #expect(configuration.allowZeroLengthClientID == false)
         #expect(configuration.autoIDPrefix == "dbx-")
@@ -87,7 +91,10 @@ struct ConfigurationTests {
         #expect(configuration.allowAnonymous == false)
         #expect(configuration.perListenerSettings == false)
         #expect(configuration.maxInflightMessages == 20)
-        #expect(configuration.maxQueuedMessages == 1000)
+        // Not set: no count limit for persistent sessions kept in the store, 1000 for others.
+        #expect(configuration.maxQueuedMessages == nil)
+        #expect(configuration.persistenceMaxBytes == 1 << 30)
+        #expect(configuration.backpressure == true)
         #expect(configuration.maxQueuedBytes == 0)
         #expect(configuration.messageSizeLimit == 0)
         #expect(configuration.maxPacketSize == 0)
@@ -231,6 +238,9 @@ struct ConfigurationTests {
             ("log_dest", "carrier-pigeon"),
             ("retain_available", "2"),
             ("metrics_listener", "http"),
+            ("persistence_max_bytes", "lots"),
+            ("persistence_max_bytes", "-1G"),
+            ("backpressure", "sometimes"),
         ]
     )
     func badValue(key: String, value: String) throws {

@@ -4,11 +4,55 @@ import NIOCore
 /// Monotonic nanoseconds, shared by publishers and subscribers of one generator process.
 @inline(__always) func benchNow() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
-/// A publisher: PUBLISH packets built from one pre-encoded header, sent as fast as the
-/// in-flight window (or the rate) allows; QoS 1/2 acknowledgements open the window again.
-/// Its state is touched only on its channel's event loop (the runner goes through `submit`).
+/// The broker's bytes split into MQTT packets, without decoding what the bench does not need:
+/// the generator must cost far less than the broker it measures.
+struct BenchFrames {
+    private var cumulation: ByteBuffer?
+
+    /// Calls `body` with each complete packet: its first byte and the bytes after its fixed header.
+    mutating func consume(_ buffer: ByteBuffer, _ body: (UInt8, inout ByteBuffer) throws -> Void) throws {
+        if cumulation == nil {
+            cumulation = buffer
+        } else {
+            var incoming = buffer
+            cumulation!.writeBuffer(&incoming)
+        }
+        while let first = cumulation!.getInteger(at: cumulation!.readerIndex, as: UInt8.self) {
+            guard case .value(let length, let lengthBytes) = cumulation!.peekMQTTVariableByteInteger(at: cumulation!.readerIndex + 1) else {
+                if case .tooLong = cumulation!.peekMQTTVariableByteInteger(at: cumulation!.readerIndex + 1) {
+                    throw BenchError("the broker sent a malformed remaining length")
+                }
+                break
+            }
+            guard cumulation!.readableBytes >= 1 + lengthBytes + length else { break }
+            cumulation!.moveReaderIndex(forwardBy: 1 + lengthBytes)
+            var packet = cumulation!.readSlice(length: length)!
+            try body(first, &packet)
+        }
+        if cumulation!.readableBytes == 0 {
+            cumulation = nil
+        } else if cumulation!.readerIndex > 65_536 {
+            cumulation!.discardReadBytes()
+        }
+    }
+
+    /// A packet that is not a PUBLISH, decoded in full (CONNACK, SUBACK, ...).
+    static func decode(_ first: UInt8, _ body: ByteBuffer, version: MQTTProtocolVersion) throws -> MQTTPacket? {
+        var whole = ByteBuffer()
+        whole.writeInteger(first)
+        whole.writeMQTTVariableByteInteger(body.readableBytes)
+        var rest = body
+        whole.writeBuffer(&rest)
+        return try MQTTPacket.read(from: &whole, version: version)
+    }
+}
+
+/// A publisher: PUBLISH packets built from one pre-encoded header and written many to a
+/// buffer, sent as fast as the in-flight window (or the rate) allows; QoS 1/2 acknowledgements
+/// open the window again. Its state is touched only on its channel's event loop (the runner
+/// goes through `submit`).
 final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = MQTTPacket
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let index: UInt32
@@ -21,16 +65,22 @@ final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
     private let version: MQTTProtocolVersion
     private let connected: EventLoopPromise<Void>
     private var context: ChannelHandlerContext?
+    private var frames = BenchFrames()
     private var running = false
     private var inflight = 0
     private var nextIdentifier: UInt16 = 0
     private var sequence: UInt64 = 0
     private var tick: RepeatedTask?
     private var owed = 0.0
+    /// PUBREL packets to send after this read.
+    private var releases: ByteBuffer?
     /// Messages handed to the socket.
     private(set) var sent = 0
     /// Messages the broker acknowledged (QoS 1: PUBACK; QoS 2: PUBCOMP).
     private(set) var acknowledged = 0
+
+    /// Bytes of messages written to one buffer before it is handed to the channel.
+    private static let batchBytes = 64 << 10
 
     init(index: Int, topic: String, configuration: BenchConfiguration, connected: EventLoopPromise<Void>) {
         self.index = UInt32(index)
@@ -42,43 +92,52 @@ final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
         self.connected = connected
         let topicBytes = Array(topic.utf8)
         let remaining = 2 + topicBytes.count + (qos == .atMostOnce ? 0 : 2) + (version == .v5 ? 1 : 0) + size
-        var prefix: [UInt8] = [0x30 | (qos.rawValue << 1)]
-        var value = remaining
-        repeat {
-            var byte = UInt8(value & 0x7F)
-            value >>= 7
-            if value > 0 { byte |= 0x80 }
-            prefix.append(byte)
-        } while value > 0
-        prefix += [UInt8(topicBytes.count >> 8), UInt8(topicBytes.count & 0xFF)] + topicBytes
-        self.prefix = prefix
+        var header = ByteBuffer()
+        header.writeInteger(0x30 | (qos.rawValue << 1))
+        header.writeMQTTVariableByteInteger(remaining)
+        header.writeInteger(UInt16(topicBytes.count))
+        header.writeBytes(topicBytes)
+        self.prefix = Array(header.readableBytesView)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .connack(let connack):
-            if connack.reasonCode.isFailure {
-                connected.fail(BenchError("the broker refused the publisher: \(connack.reasonCode)"))
-            } else {
-                connected.succeed()
+        do {
+            try frames.consume(unwrapInboundIn(data)) { first, body in
+                switch first >> 4 {
+                case 2:  // CONNACK: acknowledge flags, then the return or reason code
+                    let code = body.getInteger(at: body.readerIndex + 1, as: UInt8.self) ?? 0xFF
+                    if code == 0 {
+                        connected.succeed()
+                    } else {
+                        connected.fail(BenchError("the broker refused the publisher: code \(code)"))
+                    }
+                case 4, 7:  // PUBACK, PUBCOMP
+                    inflight -= 1
+                    acknowledged += 1
+                case 5:  // PUBREC: answer PUBREL
+                    guard let identifier = body.getInteger(at: body.readerIndex, as: UInt16.self) else { return }
+                    if releases == nil { releases = context.channel.allocator.buffer(capacity: 256) }
+                    releases!.writeBytes([0x62, 0x02])
+                    releases!.writeInteger(identifier)
+                default:
+                    break
+                }
             }
-        case .puback:
-            inflight -= 1
-            acknowledged += 1
-            if rate == 0 { pump() }
-        case .pubrec(let received):
-            var buffer = context.channel.allocator.buffer(capacity: 4)
-            try? MQTTPacket.pubrel(PubRelPacket(packetIdentifier: received.packetIdentifier)).write(to: &buffer, version: version)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        case .pubcomp:
-            inflight -= 1
-            acknowledged += 1
-            if rate == 0 { pump() }
-        default:
-            break
+        } catch {
+            connected.fail(error)
+            context.close(promise: nil)
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let releases {
+            context.write(wrapOutboundOut(releases), promise: nil)
+            self.releases = nil
+            context.flush()
+        }
+        if rate == 0 { pump() }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -99,12 +158,11 @@ final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
         tick = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(interval))) { [self] _ in
             owed += perTick
             var count = 0
-            while owed >= 1, running, qos == .atMostOnce || inflight < window {
+            while owed >= 1, count < 1_000, running, qos == .atMostOnce || inflight + count < window {
                 owed -= 1
-                send()
                 count += 1
             }
-            if count > 0 { self.context?.flush() }
+            send(count)
         }
     }
 
@@ -116,19 +174,30 @@ final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
     /// Sends while the socket takes more and the window is open, a batch at a time so reads
     /// (acknowledgements) get their turn.
     private func pump() {
-        guard running, let context else { return }
-        var count = 0
-        while running, count < 256, context.channel.isWritable, qos == .atMostOnce || inflight < window {
-            send()
-            count += 1
-        }
-        if count > 0 { context.flush() }
-        if count == 256 { context.eventLoop.execute { self.pump() } }
+        guard running, let context, context.channel.isWritable else { return }
+        let open = qos == .atMostOnce ? 256 : min(256, window - inflight)
+        guard open > 0 else { return }
+        send(open)
+        if open == 256 { context.eventLoop.execute { self.pump() } }
     }
 
-    private func send() {
-        guard let context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: prefix.count + 3 + size)
+    /// Writes `count` messages, as few buffers as will hold them, then flushes.
+    private func send(_ count: Int) {
+        guard count > 0, let context else { return }
+        let messageBytes = prefix.count + 3 + size
+        let perBuffer = max(1, Self.batchBytes / messageBytes)
+        var left = count
+        while left > 0 {
+            let batch = min(left, perBuffer)
+            var buffer = context.channel.allocator.buffer(capacity: batch * messageBytes)
+            for _ in 0..<batch { append(to: &buffer) }
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            left -= batch
+        }
+        context.flush()
+    }
+
+    private func append(to buffer: inout ByteBuffer) {
         buffer.writeBytes(prefix)
         if qos != .atMostOnce {
             nextIdentifier = nextIdentifier == UInt16.max ? 1 : nextIdentifier + 1
@@ -139,14 +208,14 @@ final class BenchPublisher: ChannelInboundHandler, @unchecked Sendable {
         sequence += 1
         let sequence = self.sequence
         let index = self.index
+        let size = self.size
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { pointer in
             let payload = UnsafeMutableRawBufferPointer(rebasing: pointer[0..<size])
-            payload.initializeMemory(as: UInt8.self, repeating: 0)
             BenchPayload.write(sentAt: benchNow(), sequence: sequence, publisher: index, into: payload)
+            payload[BenchPayload.headerSize...].initializeMemory(as: UInt8.self, repeating: 0)
             return size
         }
         sent += 1
-        context.write(wrapOutboundOut(buffer), promise: nil)
     }
 }
 
@@ -160,22 +229,26 @@ struct SubscriberTally: Sendable {
     var unique: [Int] = []
 }
 
-/// A subscriber: records each message's latency and sequence number, acknowledges QoS 1/2.
-/// Its state is touched only on its channel's event loop (the runner goes through `submit`).
+/// A subscriber: records each message's latency and sequence number, acknowledges QoS 1/2 in
+/// one write per read. Its state is touched only on its channel's event loop (the runner goes
+/// through `submit`).
 final class BenchSubscriber: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = MQTTPacket
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let filter: String
     private let qos: QoS
     private let version: MQTTProtocolVersion
     private let ready: EventLoopPromise<Void>
+    private var frames = BenchFrames()
     private var tally = SubscriberTally()
     /// Per publisher: a bit per sequence number seen, and the highest seen.
     private var seen: [[UInt64]] = []
     private var highest: [UInt64] = []
     /// Latencies, in microseconds.
     private var histogram = LatencyRecorder()
+    /// Acknowledgements to send after this read.
+    private var answers: ByteBuffer?
 
     init(filter: String, configuration: BenchConfiguration, ready: EventLoopPromise<Void>) {
         self.filter = filter
@@ -185,8 +258,27 @@ final class BenchSubscriber: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .connack(let connack):
+        do {
+            try frames.consume(unwrapInboundIn(data)) { first, body in
+                switch first >> 4 {
+                case 3:
+                    publishReceived(first, &body, context: context)
+                case 6:  // PUBREL: answer PUBCOMP
+                    guard let identifier = body.getInteger(at: body.readerIndex, as: UInt16.self) else { return }
+                    answer(0x70, identifier, context: context)
+                default:
+                    try controlReceived(BenchFrames.decode(first, body, version: version), context: context)
+                }
+            }
+        } catch {
+            ready.fail(error)
+            context.close(promise: nil)
+        }
+    }
+
+    private func controlReceived(_ packet: MQTTPacket?, context: ChannelHandlerContext) {
+        switch packet {
+        case .connack(let connack)?:
             guard !connack.reasonCode.isFailure else {
                 return ready.fail(BenchError("the broker refused the subscriber: \(connack.reasonCode)"))
             }
@@ -194,33 +286,41 @@ final class BenchSubscriber: ChannelInboundHandler, @unchecked Sendable {
             let subscribe = SubscribePacket(packetIdentifier: 1, subscriptions: [.init(topicFilter: filter, options: SubscriptionOptions(qos: qos))])
             try? MQTTPacket.subscribe(subscribe).write(to: &buffer, version: version)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        case .suback(let suback):
+        case .suback(let suback)?:
             if suback.reasonCodes.first?.isFailure ?? true {
                 ready.fail(BenchError("the broker refused the subscription to \(filter): \(suback.reasonCodes)"))
             } else {
                 ready.succeed()
             }
-        case .publish(let publish):
-            record(publish.payload)
-            if let identifier = publish.packetIdentifier {
-                var buffer = context.channel.allocator.buffer(capacity: 4)
-                let answer: MQTTPacket =
-                    publish.qos == .atLeastOnce
-                    ? .puback(PubAckPacket(packetIdentifier: identifier)) : .pubrec(PubRecPacket(packetIdentifier: identifier))
-                try? answer.write(to: &buffer, version: version)
-                context.write(wrapOutboundOut(buffer), promise: nil)
-            }
-        case .pubrel(let release):
-            var buffer = context.channel.allocator.buffer(capacity: 4)
-            try? MQTTPacket.pubcomp(PubCompPacket(packetIdentifier: release.packetIdentifier)).write(to: &buffer, version: version)
-            context.write(wrapOutboundOut(buffer), promise: nil)
         default:
             break
         }
     }
 
+    /// A PUBLISH: skip the topic (and 5.0 properties), read the payload's header, acknowledge.
+    private func publishReceived(_ first: UInt8, _ body: inout ByteBuffer, context: ChannelHandlerContext) {
+        let qos = (first >> 1) & 0x03
+        guard let topicLength = body.readInteger(as: UInt16.self) else { return }
+        body.moveReaderIndex(forwardBy: Int(topicLength))
+        var identifier: UInt16?
+        if qos > 0 { identifier = body.readInteger(as: UInt16.self) }
+        if version == .v5, case .value(let length, let bytes) = body.peekMQTTVariableByteInteger(at: body.readerIndex) {
+            body.moveReaderIndex(forwardBy: bytes + length)
+        }
+        record(body)
+        if let identifier { answer(qos == 1 ? 0x40 : 0x50, identifier, context: context) }
+    }
+
+    private func answer(_ type: UInt8, _ identifier: UInt16, context: ChannelHandlerContext) {
+        if answers == nil { answers = context.channel.allocator.buffer(capacity: 1024) }
+        answers!.writeBytes([type, 0x02])
+        answers!.writeInteger(identifier)
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
-        context.flush()
+        guard let answers else { return }
+        context.writeAndFlush(wrapOutboundOut(answers), promise: nil)
+        self.answers = nil
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -51,6 +51,7 @@ public struct BenchRunner: Sendable {
         clientID: String,
         ssl: NIOSSLContext?,
         keepAlive: UInt16 = 60,
+        decoded: Bool = false,
         handler: @escaping @Sendable () -> any ChannelHandler
     ) async throws -> any Channel {
         let version = configuration.version
@@ -64,7 +65,7 @@ public struct BenchRunner: Sendable {
                         let serverName = host.first?.isNumber == true || host.contains(":") ? nil : host
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: ssl, serverHostname: serverName))
                     }
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(version: version)))
+                    if decoded { try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(version: version))) }
                     try channel.pipeline.syncOperations.addHandler(handler())
                 }
             }
@@ -225,7 +226,7 @@ public struct BenchRunner: Sendable {
                     tasks.addTask {
                         let loop = group.next()
                         let connected = loop.makePromise(of: Void.self)
-                        let channel = try await open(on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: 0) {
+                        let channel = try await open(on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: 0, decoded: true) {
                             BenchIdleClient(connected: connected)
                         }
                         try await withTimeout(connected.futureResult, "connection \(index) did not get its CONNACK")

@@ -17,10 +17,7 @@ public struct CameraConfiguration: Sendable, Hashable {
         var reader = FieldReader()
         let messageID = reader.string(json, "message_id")
         let timestamp = reader.timestamp(json, "timestamp")
-        let cameraID = reader.string(json, "camera_id")
-        if let cameraID, let topicCamera, cameraID != topicCamera {
-            reader.fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
-        }
+        let cameraID = reader.cameraID(json, topicCamera: topicCamera)
         let configType = reader.string(json, "config_type")
         let configData = reader.object(json, "config_data", required: true)
         if let configData { Self.checkConfigData(configData, with: &reader) }
@@ -87,10 +84,7 @@ public struct ConfigurationRequest: Sendable, Hashable {
     public init(validating json: JSONObject, topicCamera: String? = nil) throws(MessageValidationError) {
         var reader = FieldReader()
         let messageID = reader.string(json, "message_id")
-        let cameraID = reader.string(json, "camera_id")
-        if let cameraID, let topicCamera, cameraID != topicCamera {
-            reader.fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
-        }
+        let cameraID = reader.cameraID(json, topicCamera: topicCamera)
         try reader.check()
         self.messageID = messageID!
         self.cameraID = cameraID!

@@ -40,10 +40,7 @@ public struct CameraHealth: Sendable, Hashable {
         var reader = FieldReader()
         let messageID = reader.string(json, "message_id")
         let timestamp = reader.timestamp(json, "timestamp")
-        let cameraID = reader.string(json, "camera_id")
-        if let cameraID, let topicCamera, cameraID != topicCamera {
-            reader.fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
-        }
+        let cameraID = reader.cameraID(json, topicCamera: topicCamera)
         let status = reader.oneOf(json, "health_status", Status.allCases.map(\.rawValue))
         let path = "health_details"
         let details = reader.object(json, path) ?? JSONObject()

@@ -38,10 +38,7 @@ public struct ControlCommand: Sendable, Hashable {
         var reader = FieldReader()
         let messageID = reader.string(json, "message_id")
         let timestamp = reader.timestamp(json, "timestamp", required: false)
-        let cameraID = reader.string(json, "camera_id", required: topicCamera == nil) ?? topicCamera
-        if let cameraID, let topicCamera, cameraID != topicCamera {
-            reader.fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
-        }
+        let cameraID = reader.cameraID(json, topicCamera: topicCamera, required: false)
         let command = reader.string(json, "command")
         let parameters = reader.object(json, "parameters") ?? [:]
         let priority = reader.oneOf(json, "priority", Priority.allCases.map(\.rawValue), required: false)

@@ -23,11 +23,8 @@ public struct Detection: Sendable, Hashable {
         var reader = FieldReader()
         let messageID = reader.string(json, "message_id")
         let timestamp = reader.timestamp(json, "timestamp")
-        let cameraID = reader.string(json, "camera_id")
+        let cameraID = reader.cameraID(json, topicCamera: topicCamera)
         let checkpointID = reader.string(json, "checkpoint_id")
-        if let cameraID, let topicCamera, cameraID != topicCamera {
-            reader.fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
-        }
         let dataObject = reader.object(json, "detection_data", required: true)
         let data = dataObject.map { DetectionData(reading: $0, at: "detection_data", with: &reader) }
         let metadata = reader.object(json, "metadata") ?? JSONObject()

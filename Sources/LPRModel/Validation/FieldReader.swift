@@ -71,6 +71,16 @@ public struct FieldReader: Sendable {
         return text
     }
 
+    /// The `camera_id` member, which must agree with the camera the topic names (the topic
+    /// says who sent a message). With `required` false a missing one is the topic's camera.
+    public mutating func cameraID(_ object: JSONObject, topicCamera: String?, required: Bool = true) -> String? {
+        let cameraID = string(object, "camera_id", required: required || topicCamera == nil) ?? topicCamera
+        if let cameraID, let topicCamera, cameraID != topicCamera {
+            fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
+        }
+        return cameraID
+    }
+
     /// A string member that must be one of `allowed`.
     public mutating func oneOf(_ object: JSONObject, _ key: String, _ allowed: [String], at path: String = "", required: Bool = true) -> String? {
         guard let text = string(object, key, at: path, required: required) else { return nil }

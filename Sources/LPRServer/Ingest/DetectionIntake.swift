@@ -79,7 +79,8 @@ public enum DetectionIntake {
                 ]
             )
         }
-        let record = DetectionRecord(detection, receivedAt: receivedAt, alerts: alerts)
+        // Stored as it came, byte for byte (it parsed, so it is UTF-8).
+        let record = DetectionRecord(detection, receivedAt: receivedAt, payload: String(decoding: payload, as: UTF8.self), alerts: alerts)
         return .accepted(Accepted(detection: detection, record: record, matches: matches))
     }
 }

@@ -4,11 +4,18 @@ import MQTTClient
 import MQTTCore
 import NIOCore
 
+/// A stored batch on its way to being announced and acknowledged.
+struct StoredBatch: Sendable {
+    let items: [IngestItem]
+    let outcomes: [StoreOutcome]
+}
+
 extension LPRServer {
     /// Stores detections in batches: everything that arrived while the previous batch was being
-    /// committed goes in the next transaction. Only after the commit are the acks published,
-    /// the watch-list hits announced and the messages acknowledged to the broker.
+    /// committed goes in the next transaction. A committed batch goes to ``announceLoop()``,
+    /// which publishes its acks and acknowledges it to the broker while the next one commits.
     func ingestLoop() async {
+        defer { storedQueue.finish() }
         var retryDelay = Duration.milliseconds(100)
         var pending: [IngestItem]? = nil
         while true {
@@ -42,28 +49,56 @@ extension LPRServer {
             pending = nil
             retryDelay = .milliseconds(100)
             metrics.batchSeconds.recordNanoseconds(Int64((ContinuousClock.now - started).seconds * 1e9))
-            await finish(batch, outcomes: outcomes)
+            storedQueue.append(StoredBatch(items: batch, outcomes: outcomes))
         }
     }
 
-    /// After the commit: acks, notifications, alerts, the live feed, then the broker's acknowledgement.
-    private func finish(_ batch: [IngestItem], outcomes: [StoreOutcome]) async {
+    /// Announces committed batches in order: acks, notifications, alerts, the live feed, then
+    /// the broker's acknowledgement.
+    func announceLoop() async {
+        while let batches = await storedQueue.next(maximum: 16) {
+            for batch in batches { await announce(batch) }
+        }
+    }
+
+    private func announce(_ stored: StoredBatch) async {
+        let batch = stored.items
         let now = Date()
-        var outcomeIterator = outcomes.makeIterator()
-        var stored = 0
+        let timestamp = JSONValue.timestamp(now)
+        var outcomeIterator = stored.outcomes.makeIterator()
+        var outgoing: [MQTTClient.OutgoingMessage] = []
+        outgoing.reserveCapacity(batch.count)
+        var alertsRaised: [Alert] = []
+        var refusals: [(topic: String, cameraID: String, errors: [FieldError])] = []
+        var storedCount = 0
         var duplicates = 0
         var rejected = 0
         var hits = 0
         var latencyTotal = 0.0
+        func add(_ topic: LPRTopic, _ json: JSONObject) {
+            outgoing.append(
+                MQTTClient.OutgoingMessage(
+                    topic: topic.name,
+                    payload: ByteBuffer(bytes: JSONValue.object(json).jsonBytes),
+                    qos: QoS(rawValue: UInt8(topic.qos)) ?? .atLeastOnce,
+                    retain: topic.retain
+                )
+            )
+        }
         for item in batch {
             switch item.decision {
             case .accepted(let accepted):
                 let outcome = outcomeIterator.next() ?? .duplicate
                 let detection = accepted.detection
-                let ack = DetectionAck(messageID: detection.messageID, status: outcome == .stored ? .stored : .duplicate, timestamp: now)
-                await publish(.detectionAck(camera: detection.cameraID), ack.json)
+                add(
+                    .detectionAck(camera: detection.cameraID),
+                    [
+                        "message_id": .string(detection.messageID), "status": .string(outcome == .stored ? "stored" : "duplicate"), "errors": [],
+                        "timestamp": timestamp,
+                    ]
+                )
                 if outcome == .stored {
-                    stored += 1
+                    storedCount += 1
                     hits += accepted.matches.count
                     for (match, alert) in zip(accepted.matches, accepted.record.alerts) {
                         let notification = WatchlistNotification(
@@ -79,9 +114,9 @@ extension LPRServer {
                             entryID: match.entry.id,
                             detectionMessageID: detection.messageID
                         )
-                        await publish(.blacklistNotifications, notification.json)
-                        await publish(.systemAlerts, alert.json)
-                        events.publish(.alert(alert))
+                        add(.blacklistNotifications, notification.json)
+                        add(.systemAlerts, alert.json)
+                        alertsRaised.append(alert)
                     }
                     if events.hasListeners {
                         events.publish(
@@ -109,21 +144,30 @@ extension LPRServer {
                 rejected += 1
                 if let messageID = rejection.messageID {
                     let ack = DetectionAck(messageID: messageID, status: .rejected, errors: rejection.errors, timestamp: now)
-                    await publish(.detectionAck(camera: rejection.cameraID), ack.json)
+                    add(.detectionAck(camera: rejection.cameraID), ack.json)
                 }
-                await refused(topic: item.message.topic, cameraID: rejection.cameraID, errors: rejection.errors)
+                refusals.append((item.message.topic, rejection.cameraID, rejection.errors))
             }
         }
+        let failures = await client.enqueue(outgoing).compactMap { $0 }
+        metrics.sent(count: outgoing.count - failures.count)
+        if let failure = failures.first {
+            metrics.messagesFailed.increment(by: failures.count)
+            metrics.error("publish")
+            logger.warning("could not publish acks", metadata: ["lpr.failed": "\(failures.count)", "lpr.error": "\(failure)"])
+        }
+        for alert in alertsRaised { events.publish(.alert(alert)) }
+        for refusal in refusals { await refused(topic: refusal.topic, cameraID: refusal.cameraID, errors: refusal.errors) }
         await client.acknowledge(batch.map(\.message))
-        metrics.detectionsStored.increment(by: stored)
+        metrics.detectionsStored.increment(by: storedCount)
         metrics.detectionsDuplicate.increment(by: duplicates)
         metrics.detectionsRejected.increment(by: rejected)
         metrics.watchlistHits.increment(by: hits)
-        let accepted = stored + duplicates
+        let accepted = storedCount + duplicates
         if accepted > 0 { metrics.latency.record(latencyTotal / Double(accepted)) }
         metrics.totals.withLockedValue { totals in
             totals.detectionsReceived += batch.count
-            totals.detectionsStored += stored
+            totals.detectionsStored += storedCount
             totals.duplicates += duplicates
             totals.rejected += rejected
             totals.watchlistHits += hits

@@ -113,8 +113,9 @@ public struct DetectionRecord: Sendable, Hashable {
         self.alerts = alerts
     }
 
-    /// The record of a validated detection.
-    public init(_ detection: Detection, receivedAt: Date, alerts: [Alert] = []) {
+    /// The record of a validated detection; `payload` is the message as received (the
+    /// detection's JSON written again when not given).
+    public init(_ detection: Detection, receivedAt: Date, payload: String? = nil, alerts: [Alert] = []) {
         self.init(
             messageID: detection.messageID,
             cameraID: detection.cameraID,
@@ -123,7 +124,7 @@ public struct DetectionRecord: Sendable, Hashable {
             receivedAt: receivedAt,
             confidence: detection.data.confidenceScore ?? detection.data.plates.compactMap(\.confidence).max(),
             plates: detection.data.plates.map { PlateRecord(number: $0.plateNumber, confidence: $0.confidence, country: $0.country) },
-            payload: JSONValue.object(detection.json).jsonText,
+            payload: payload ?? JSONValue.object(detection.json).jsonText,
             alerts: alerts
         )
     }

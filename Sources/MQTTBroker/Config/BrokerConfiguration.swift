@@ -45,8 +45,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var allowAnonymous = false
     /// QoS 1/2 messages in flight to one client; also our receive maximum (0 = 65,535).
     public var maxInflightMessages = 20
-    /// QoS 1/2 messages queued per client beyond those in flight (0 = no limit).
-    public var maxQueuedMessages = 1000
+    /// QoS 1/2 messages queued per client beyond those in flight (0 = no limit). When not set
+    /// (nil): no count limit for persistent sessions while persistence is on (their queue is in
+    /// the store, bounded by ``persistenceMaxBytes``), and mosquitto's 1000 for other clients.
+    public var maxQueuedMessages: Int?
     /// Payload bytes queued per client (0 = no limit).
     public var maxQueuedBytes = 0
     /// The largest payload accepted (0 = the protocol's limit).
@@ -58,6 +60,13 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var persistentClientExpiration: Duration?
     public var persistence = false
     public var persistenceLocation = ""
+    /// Our key `backpressure`: publishers feeding a connected client whose backlog passes a
+    /// high-water mark are not read from until it drains (true, the default); false drops
+    /// messages over the queue limits as mosquitto does.
+    public var backpressure = true
+    /// Our key `persistence_max_bytes`: how large the store may grow with queued messages
+    /// (0 = no limit); copies beyond it are refused (5.0 publishers get 0x97) and counted.
+    public var persistenceMaxBytes = 1 << 30
     public var retainAvailable = true
     public var allowZeroLengthClientID = true
     public var autoIDPrefix = "auto-"

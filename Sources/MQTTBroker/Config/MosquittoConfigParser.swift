@@ -163,6 +163,8 @@ public enum MosquittoConfigParser {
         case "max_topic_alias": configuration.maxTopicAlias = UInt16(try line.int(in: 0...65_535))
         case "persistent_client_expiration": configuration.persistentClientExpiration = try duration(line)
         case "persistence": configuration.persistence = try line.bool()
+        case "persistence_max_bytes": configuration.persistenceMaxBytes = try byteCount(line)
+        case "backpressure": configuration.backpressure = try line.bool()
         case "persistence_location":
             guard !line.rest.isEmpty else { throw line.error("expects a folder") }
             configuration.persistenceLocation = line.rest
@@ -337,6 +339,22 @@ public enum MosquittoConfigParser {
     }
 
     /// mosquitto's `persistent_client_expiration` syntax: a number and h, d, w, m or y.
+    /// A size in bytes: a whole number, optionally followed by K, M or G (powers of 1024).
+    private static func byteCount(_ line: LineContext) throws(ConfigurationError) -> Int {
+        let text = try line.single()
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
+        var digits = Substring(text)
+        var multiplier = 1
+        if let last = digits.last, let unit = units[last] {
+            multiplier = unit
+            digits = digits.dropLast()
+        }
+        guard let value = Int(digits), value >= 0, value <= Int(Int64.max) / multiplier else {
+            throw line.error("expects a number of bytes, optionally followed by K, M or G (e.g. 2G), not \"\(text)\"")
+        }
+        return value * multiplier
+    }
+
     private static func duration(_ line: LineContext) throws(ConfigurationError) -> Duration {
         let text = try line.single()
         guard let unit = text.last, let amount = Int(text.dropLast()), amount > 0 else {

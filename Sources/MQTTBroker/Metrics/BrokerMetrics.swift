@@ -39,10 +39,10 @@ final class BrokerMetrics: Sendable {
     private func update(_ core: BrokerCore) {
         let statistics = core.statistics
         gauge("databus_connections", "Clients connected now", value: statistics.clientsConnected.load(ordering: .relaxed))
-        gauge("databus_sessions", "Sessions, connected or not", value: core.sessionCount)
+        gauge("databus_sessions", "Sessions, connected or not", value: core.sessions.count)
         gauge("databus_retained_messages", "Retained messages stored", value: core.retained.count)
         gauge("databus_subscriptions", "Subscriptions, shared members included", value: core.router.count)
-        gauge("databus_queued_messages", "Messages queued for clients, over all sessions", value: core.queuedMessageCount)
+        gauge("databus_queued_messages", "Messages queued for clients, over all sessions", value: core.sessions.queuedMessageCount)
         for qos in QoS.allCases {
             let labels = [("qos", "\(qos.rawValue)")]
             counter(
@@ -67,6 +67,20 @@ final class BrokerMetrics: Sendable {
                 "Messages not delivered to a subscriber",
                 value: count.load(ordering: .relaxed)
             )
+        }
+        for session in core.sessions.all {
+            for (reason, count) in session.dropCounts {
+                counter(
+                    "databus_client_messages_dropped_total",
+                    [("client", session.clientID), ("reason", reason.rawValue)],
+                    "Messages dropped for (or from) one client, by reason",
+                    value: count
+                )
+            }
+        }
+        if let store = core.store {
+            gauge("databus_store_bytes", "Bytes the persistent store's pages in use take", value: store.sizeInUse)
+            gauge("databus_store_budget_bytes", "persistence_max_bytes: the budget for the store (0: none)", value: store.maximumBytes)
         }
         counter(
             "databus_authentication_failures_total",

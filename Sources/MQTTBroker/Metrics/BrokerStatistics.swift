@@ -5,6 +5,8 @@ import MQTTCore
 enum DropReason: String, CaseIterable, Sendable {
     /// The subscriber's queue was at max_queued_messages or max_queued_bytes.
     case queueFull = "queue_full"
+    /// The store was at persistence_max_bytes: a persistent session's copy could not be kept.
+    case storeFull = "store_full"
     /// Larger than message_size_limit.
     case tooLarge = "too_large"
     /// Larger than the subscriber's maximum packet size.

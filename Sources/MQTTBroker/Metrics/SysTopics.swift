@@ -10,7 +10,7 @@ enum SysTopics {
         let statistics = core.statistics
         let now = NIODeadline.now()
         let connected = statistics.clientsConnected.load(ordering: .relaxed)
-        let total = core.sessionCount
+        let total = core.sessions.count
         let values: [(String, String)] = [
             ("version", version),
             ("uptime", "\((now - core.startTime).nanoseconds / 1_000_000_000) seconds"),
@@ -29,7 +29,7 @@ enum SysTopics {
         ]
         for (name, value) in values {
             let message = ApplicationMessage(topic: "$SYS/broker/\(name)", payload: ByteBuffer(string: value), qos: .atMostOnce, retain: true)
-            core.publish(message, now: now)
+            core.distributor.publish(message, now: now)
         }
     }
 

@@ -1,3 +1,4 @@
+import Atomics
 import Dispatch
 import Foundation
 import GRDB
@@ -12,6 +13,11 @@ import Prometheus
 /// Writes are group-committed: operations from every event loop collect while the single
 /// writer commits the previous batch, then go in one transaction; each caller's completion
 /// runs once its batch is on disk. A QoS 1/2 message is acknowledged only from there.
+///
+/// Messages queued for persistent sessions live here; sessions keep only a window of them in
+/// memory and read the rest back with ``fetchQueued(clientID:limit:assign:completion:)``,
+/// which runs after every write queued before it. The store's size is kept under
+/// `persistence_max_bytes` (``hasRoom(for:)``).
 final class SQLiteBrokerStore: Sendable {
     private let database: DatabaseQueue
     private let path: String
@@ -19,16 +25,35 @@ final class SQLiteBrokerStore: Sendable {
     private let writer = DispatchQueue(label: "databus.broker.store")
     private let pending = NIOLockedValueBox<Batch>(Batch())
     private let writeLatency: DurationHistogram?
+    /// The order of queued copies across all sessions; each session reads its own in this order.
+    private let sequence = ManagedAtomic<Int64>(0)
+    /// The budget for the file's used pages (0: none).
+    let maximumBytes: Int
+    /// Bytes of the pages in use, measured after each commit.
+    private let usedBytes = ManagedAtomic<Int>(0)
+    /// Bytes of queued copies handed to the writer and not yet committed.
+    private let pendingBytes = ManagedAtomic<Int>(0)
 
     private struct Batch {
         var operations: [StoreOperation] = []
         var completions: [@Sendable (Result<Void, any Error>) -> Void] = []
+        var fetches: [Fetch] = []
         var writing = false
     }
 
+    /// A read of one session's copies that wait only in the store.
+    private struct Fetch {
+        let clientID: String
+        let limit: Int
+        let assign: @Sendable (Int) -> [UInt16]
+        let completion: @Sendable (_ messages: [StoredState.StoredMessage], _ unused: [UInt16]) -> Void
+    }
+
     /// Opens (or creates) `broker.db` in `folder`, checking that an existing file is intact.
-    init(folder: String, logger: Logger, writeLatency: DurationHistogram? = nil) throws {
+    /// - Parameter maximumBytes: the budget for the store's size (0: none).
+    init(folder: String, logger: Logger, maximumBytes: Int = 0, writeLatency: DurationHistogram? = nil) throws {
         self.writeLatency = writeLatency
+        self.maximumBytes = maximumBytes
         let folder = folder.isEmpty ? "." : folder
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -49,6 +74,11 @@ final class SQLiteBrokerStore: Sendable {
                 guard check == "ok" else { throw PersistenceError("integrity check failed: \(check)") }
             }
             try Self.migrator.migrate(database)
+            try database.read { db in
+                let last = try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM message") ?? 0
+                sequence.store(last, ordering: .relaxed)
+            }
+            try measureUsedBytes()
         } catch let error as PersistenceError {
             throw PersistenceError("the store \(path) is damaged (\(error.description)); move it away to start empty, or restore a copy")
         } catch {
@@ -101,13 +131,75 @@ final class SQLiteBrokerStore: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v2: copies wait in the store without a packet identifier") { db in
+            // The broker numbers copies itself (sequence) and gives a packet identifier only to
+            // those in memory; the rest wait here, read back in sequence order.
+            try db.execute(
+                sql: """
+                    CREATE TABLE message_v2 (
+                        sequence INTEGER PRIMARY KEY,
+                        client_id TEXT NOT NULL REFERENCES session(client_id) ON DELETE CASCADE,
+                        packet_identifier INTEGER,
+                        qos INTEGER NOT NULL,
+                        retain INTEGER NOT NULL,
+                        released INTEGER NOT NULL DEFAULT 0,
+                        subscription_identifiers TEXT NOT NULL,
+                        topic TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        properties BLOB NOT NULL,
+                        expires_at REAL
+                    );
+                    INSERT INTO message_v2 SELECT sequence, client_id, packet_identifier, qos, retain, released,
+                        subscription_identifiers, topic, payload, properties, expires_at FROM message;
+                    DROP TABLE message;
+                    ALTER TABLE message_v2 RENAME TO message;
+                    CREATE UNIQUE INDEX message_by_identifier ON message(client_id, packet_identifier) WHERE packet_identifier IS NOT NULL;
+                    CREATE INDEX message_waiting ON message(client_id, sequence) WHERE packet_identifier IS NULL;
+                    """
+            )
+        }
         return migrator
+    }
+
+    // MARK: Budget
+
+    /// A number for the next queued copy, in the order copies are queued.
+    func nextSequence() -> Int64 {
+        sequence.wrappingIncrementThenLoad(ordering: .relaxed)
+    }
+
+    /// Whether a copy of `bytes` fits the budget (`persistence_max_bytes`).
+    func hasRoom(for bytes: Int) -> Bool {
+        maximumBytes == 0 || usedBytes.load(ordering: .relaxed) + pendingBytes.load(ordering: .relaxed) + bytes <= maximumBytes
+    }
+
+    /// Bytes the store's pages in use take, as of the last commit.
+    var sizeInUse: Int { usedBytes.load(ordering: .relaxed) }
+
+    private func measureUsedBytes() throws {
+        let used = try database.read { db -> Int in
+            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            let size = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            return (pages - free) * size
+        }
+        usedBytes.store(used, ordering: .relaxed)
+    }
+
+    private static func queuedBytes(_ operations: [StoreOperation]) -> Int {
+        var total = 0
+        for operation in operations {
+            if case .putMessage(_, _, _, _, _, _, let message) = operation { total += message.storedSize }
+        }
+        return total
     }
 
     // MARK: Writing
 
     /// Queues `operations` for the next group commit; `completion` runs after it (on the writer).
     func commit(_ operations: [StoreOperation], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let bytes = Self.queuedBytes(operations)
+        if bytes > 0 { pendingBytes.wrappingIncrement(by: bytes, ordering: .relaxed) }
         let start = pending.withLockedValue { batch -> Bool in
             batch.operations += operations
             batch.completions.append(completion)
@@ -123,17 +215,37 @@ final class SQLiteBrokerStore: Sendable {
         commit(operations) { _ in }
     }
 
+    /// Reads up to `limit` of `clientID`'s copies that wait only in the store, oldest first,
+    /// after every write queued before this call. `assign` (called in the transaction) gives
+    /// them packet identifiers, which are stored before `completion` gets the copies (and the
+    /// identifiers it gave that were not used, when the read failed).
+    func fetchQueued(
+        clientID: String,
+        limit: Int,
+        assign: @escaping @Sendable (Int) -> [UInt16],
+        completion: @escaping @Sendable (_ messages: [StoredState.StoredMessage], _ unused: [UInt16]) -> Void
+    ) {
+        let start = pending.withLockedValue { batch -> Bool in
+            batch.fetches.append(Fetch(clientID: clientID, limit: limit, assign: assign, completion: completion))
+            guard !batch.writing else { return false }
+            batch.writing = true
+            return true
+        }
+        if start { writer.async { self.writeBatches() } }
+    }
+
     /// Commits batch after batch until nothing is pending.
     private func writeBatches() {
         while true {
             let batch = pending.withLockedValue { batch -> Batch? in
-                guard !batch.operations.isEmpty || !batch.completions.isEmpty else {
+                guard !batch.operations.isEmpty || !batch.completions.isEmpty || !batch.fetches.isEmpty else {
                     batch.writing = false
                     return nil
                 }
                 let taken = batch
                 batch.operations = []
                 batch.completions = []
+                batch.fetches = []
                 return taken
             }
             guard let batch else { return }
@@ -149,8 +261,65 @@ final class SQLiteBrokerStore: Sendable {
                 logger.error("persistence write failed: \(error)", metadata: ["store": "\(path)"])
                 result = .failure(error)
             }
+            let written = Self.queuedBytes(batch.operations)
+            if written > 0 { pendingBytes.wrappingDecrement(by: written, ordering: .relaxed) }
+            try? measureUsedBytes()
             for completion in batch.completions { completion(result) }
+            for fetch in batch.fetches {
+                let (messages, unused) = read(fetch)
+                fetch.completion(messages, unused)
+            }
         }
+    }
+
+    private func read(_ fetch: Fetch) -> ([StoredState.StoredMessage], unused: [UInt16]) {
+        let assigned = NIOLockedValueBox<[UInt16]>([])
+        do {
+            let messages = try database.write { db -> [StoredState.StoredMessage] in
+                let rows = try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM message WHERE client_id = ? AND packet_identifier IS NULL ORDER BY sequence LIMIT ?",
+                    arguments: [fetch.clientID, fetch.limit]
+                )
+                guard !rows.isEmpty else { return [] }
+                let identifiers = fetch.assign(rows.count)
+                assigned.withLockedValue { $0 = identifiers }
+                var messages: [StoredState.StoredMessage] = []
+                messages.reserveCapacity(identifiers.count)
+                for (row, identifier) in zip(rows, identifiers) {
+                    try db.execute(
+                        sql: "UPDATE message SET packet_identifier = ? WHERE sequence = ?",
+                        arguments: [Int(identifier), row["sequence"] as Int64]
+                    )
+                    var message = try Self.storedMessage(row)
+                    message.packetIdentifier = identifier
+                    messages.append(message)
+                }
+                return messages
+            }
+            return (messages, [])
+        } catch {
+            logger.error("could not read queued messages: \(error)", metadata: ["store": "\(path)", "client": "\(fetch.clientID)"])
+            return ([], assigned.withLockedValue { $0 })
+        }
+    }
+
+    private static func storedMessage(_ row: Row) throws -> StoredState.StoredMessage {
+        let message = try ApplicationMessage(
+            storedTopic: row["topic"],
+            payload: row["payload"],
+            qos: row["qos"],
+            properties: row["properties"],
+            expiresAt: row["expires_at"]
+        )
+        return StoredState.StoredMessage(
+            packetIdentifier: UInt16(truncatingIfNeeded: (row["packet_identifier"] as Int?) ?? 0),
+            qos: QoS(rawValue: UInt8(truncatingIfNeeded: row["qos"] as Int)) ?? .atLeastOnce,
+            retain: row["retain"],
+            subscriptionIdentifiers: (row["subscription_identifiers"] as String).split(separator: ",").compactMap { Int($0) },
+            released: row["released"],
+            message: message
+        )
     }
 
     /// Waits until everything queued so far is on disk.
@@ -159,6 +328,11 @@ final class SQLiteBrokerStore: Sendable {
             commit([]) { _ in continuation.resume() }
         }
     }
+
+    /// Rows of a session are written only while the session is stored: a session that ended
+    /// (or was replaced by a clean start) in the same batch must not fail the whole batch on
+    /// its foreign key.
+    private static let whileSessionExists = "WHERE EXISTS (SELECT 1 FROM session WHERE client_id = ?)"
 
     private static func apply(_ operation: StoreOperation, _ db: Database) throws {
         switch operation {
@@ -172,8 +346,8 @@ final class SQLiteBrokerStore: Sendable {
             try db.execute(sql: "DELETE FROM session WHERE client_id = ?", arguments: [clientID])
         case .putSubscription(let clientID, let filter, let options, let identifier):
             try db.execute(
-                sql: "INSERT OR REPLACE INTO subscription (client_id, filter, options, identifier) VALUES (?, ?, ?, ?)",
-                arguments: [clientID, filter, Int(options.storageByte), identifier]
+                sql: "INSERT OR REPLACE INTO subscription (client_id, filter, options, identifier) SELECT ?, ?, ?, ? \(whileSessionExists)",
+                arguments: [clientID, filter, Int(options.storageByte), identifier, clientID]
             )
         case .deleteSubscription(let clientID, let filter):
             try db.execute(sql: "DELETE FROM subscription WHERE client_id = ? AND filter = ?", arguments: [clientID, filter])
@@ -187,15 +361,16 @@ final class SQLiteBrokerStore: Sendable {
             )
         case .deleteRetained(let topic):
             try db.execute(sql: "DELETE FROM retained WHERE topic = ?", arguments: [topic])
-        case .putMessage(let clientID, let identifier, let qos, let retain, let subscriptionIdentifiers, let message):
+        case .putMessage(let clientID, let sequence, let identifier, let qos, let retain, let subscriptionIdentifiers, let message):
             try db.execute(
                 sql: """
-                    INSERT OR REPLACE INTO message (client_id, packet_identifier, qos, retain, subscription_identifiers, topic, payload, properties, expires_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT OR REPLACE INTO message (sequence, client_id, packet_identifier, qos, retain, subscription_identifiers, topic, payload, properties, expires_at)
+                    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \(whileSessionExists)
                     """,
                 arguments: [
-                    clientID, Int(identifier), Int(qos.rawValue), retain, subscriptionIdentifiers.map(String.init).joined(separator: ","),
-                    message.topic, Data(message.payload.readableBytesView), try message.storedProperties(), message.wallClockExpiry,
+                    sequence, clientID, identifier.map { Int($0) }, Int(qos.rawValue), retain,
+                    subscriptionIdentifiers.map(String.init).joined(separator: ","),
+                    message.topic, Data(message.payload.readableBytesView), try message.storedProperties(), message.wallClockExpiry, clientID,
                 ]
             )
         case .releaseMessage(let clientID, let identifier):
@@ -207,8 +382,8 @@ final class SQLiteBrokerStore: Sendable {
             try db.execute(sql: "DELETE FROM message WHERE client_id = ? AND packet_identifier = ?", arguments: [clientID, Int(identifier)])
         case .putIncoming(let clientID, let identifier):
             try db.execute(
-                sql: "INSERT OR IGNORE INTO incoming (client_id, packet_identifier) VALUES (?, ?)",
-                arguments: [clientID, Int(identifier)]
+                sql: "INSERT OR IGNORE INTO incoming (client_id, packet_identifier) SELECT ?, ? \(whileSessionExists)",
+                arguments: [clientID, Int(identifier), clientID]
             )
         case .deleteIncoming(let clientID, let identifier):
             try db.execute(sql: "DELETE FROM incoming WHERE client_id = ? AND packet_identifier = ?", arguments: [clientID, Int(identifier)])
@@ -234,26 +409,19 @@ final class SQLiteBrokerStore: Sendable {
                     let options = SubscriptionOptions(storageByte: UInt8(truncatingIfNeeded: row["options"] as Int))
                     sessions[clientID]?.subscriptions.append((row["filter"], options, row["identifier"]))
                 }
-                for row in try Row.fetchAll(db, sql: "SELECT * FROM message ORDER BY sequence") {
+                let withIdentifier = "SELECT * FROM message WHERE packet_identifier IS NOT NULL ORDER BY sequence"
+                for row in try Row.fetchAll(db, sql: withIdentifier) {
                     let clientID: String = row["client_id"]
-                    let message = try ApplicationMessage(
-                        storedTopic: row["topic"],
-                        payload: row["payload"],
-                        qos: row["qos"],
-                        properties: row["properties"],
-                        expiresAt: row["expires_at"]
-                    )
-                    let identifiers = (row["subscription_identifiers"] as String).split(separator: ",").compactMap { Int($0) }
-                    sessions[clientID]?.messages.append(
-                        .init(
-                            packetIdentifier: UInt16(truncatingIfNeeded: row["packet_identifier"] as Int),
-                            qos: QoS(rawValue: UInt8(truncatingIfNeeded: row["qos"] as Int)) ?? .atLeastOnce,
-                            retain: row["retain"],
-                            subscriptionIdentifiers: identifiers,
-                            released: row["released"],
-                            message: message
-                        )
-                    )
+                    sessions[clientID]?.messages.append(try Self.storedMessage(row))
+                }
+                let waiting = """
+                    SELECT client_id, COUNT(*) AS count, SUM(length(payload)) AS bytes FROM message
+                    WHERE packet_identifier IS NULL GROUP BY client_id
+                    """
+                for row in try Row.fetchAll(db, sql: waiting) {
+                    let clientID: String = row["client_id"]
+                    sessions[clientID]?.storedOnly = row["count"]
+                    sessions[clientID]?.storedOnlyBytes = row["bytes"] ?? 0
                 }
                 for row in try Row.fetchAll(db, sql: "SELECT client_id, packet_identifier FROM incoming") {
                     let clientID: String = row["client_id"]
@@ -296,6 +464,9 @@ extension SubscriptionOptions {
 }
 
 extension ApplicationMessage {
+    /// About what a stored copy takes in the store, for its budget.
+    var storedSize: Int { payload.readableBytes + topic.utf8.count + properties.count * 8 + 96 }
+
     /// The expiry as seconds since 1970, which survives a restart (NIODeadline does not).
     var wallClockExpiry: Double? {
         guard let expiresAt else { return nil }

@@ -10,8 +10,17 @@ enum StoreOperation: Sendable {
     case deleteSubscription(clientID: String, filter: String)
     case putRetained(ApplicationMessage)
     case deleteRetained(topic: String)
-    /// A QoS 1/2 message for a session, with the packet identifier reserved for it.
-    case putMessage(clientID: String, packetIdentifier: UInt16, qos: QoS, retain: Bool, subscriptionIdentifiers: [Int], message: ApplicationMessage)
+    /// A QoS 1/2 copy for a session, in the session's order (`sequence`), with the packet
+    /// identifier reserved for it, or none while it waits only in the store.
+    case putMessage(
+        clientID: String,
+        sequence: Int64,
+        packetIdentifier: UInt16?,
+        qos: QoS,
+        retain: Bool,
+        subscriptionIdentifiers: [Int],
+        message: ApplicationMessage
+    )
     /// PUBREC received: only PUBREL/PUBCOMP remain for this message.
     case releaseMessage(clientID: String, packetIdentifier: UInt16)
     case deleteMessage(clientID: String, packetIdentifier: UInt16)
@@ -35,8 +44,11 @@ struct StoredState: Sendable {
         var clientID: String
         var expiryInterval: UInt32
         var subscriptions: [(filter: String, options: SubscriptionOptions, identifier: Int?)] = []
-        /// In the order they were stored.
+        /// Copies with a packet identifier (in flight, or read into memory), in the order they were stored.
         var messages: [StoredMessage] = []
+        /// Copies waiting only in the store (no packet identifier yet): how many, and their payload bytes.
+        var storedOnly = 0
+        var storedOnlyBytes = 0
         var incoming: [UInt16] = []
     }
 

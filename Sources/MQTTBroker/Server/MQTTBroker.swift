@@ -41,7 +41,7 @@ public final class MQTTBroker: Service, Sendable {
     /// - Throws: ``TLSSetupError`` when a TLS listener's files do not load.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
-        let listeners = core.configuration.listeners
+        let listeners = core.configuration.value.listeners
         var tls: [Int: ListenerTLS] = [:]
         for (index, listener) in listeners.enumerated() where listener.tls.isEnabled {
             let loaded = try ListenerTLS(name: listener.displayName, settings: listener.tls)
@@ -49,7 +49,7 @@ public final class MQTTBroker: Service, Sendable {
             logTLS(loaded.loaded, of: loaded, event: "TLS listener ready")
         }
         tlsListeners.withLockedValue { $0 = tls }
-        core.apply(try await SecurityPolicy.load(core.configuration))
+        core.apply(try await SecurityPolicy.load(core.configuration.value))
         try core.openStore(on: group.next())
         var addresses: [SocketAddress] = []
         for (index, listener) in listeners.enumerated() {
@@ -57,7 +57,7 @@ public final class MQTTBroker: Service, Sendable {
             addresses += channels.compactMap(\.localAddress)
             serverChannels.withLockedValue { $0 += channels }
         }
-        if let listener = core.configuration.metricsListener {
+        if let listener = core.configuration.value.metricsListener {
             let channel = try await bindMetrics(listener)
             serverChannels.withLockedValue { $0.append(channel) }
             core.logger.notice("metrics at http://\(channel.localAddress.map { "\($0)" } ?? "?")/metrics")
@@ -78,7 +78,7 @@ public final class MQTTBroker: Service, Sendable {
     public func reload(_ configuration: BrokerConfiguration) async throws(ConfigurationError) -> [String] {
         let policy = try await SecurityPolicy.load(configuration)
         let ignored = core.reload(configuration, policy: policy)
-        let listeners = core.configuration.listeners
+        let listeners = core.configuration.value.listeners
         for (index, tls) in tlsListeners.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key }) where index < listeners.count {
             do {
                 let loaded = try tls.reload(listeners[index].tls)
@@ -157,7 +157,7 @@ public final class MQTTBroker: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                let configuration = core.configuration
+                let configuration = core.configuration.value
                 // The listener's settings as reloaded; a reload keeps the listeners' order and binding.
                 let listener = configuration.listeners.indices.contains(index) ? configuration.listeners[index] : bound
                 guard connections.open() else {
@@ -197,7 +197,7 @@ public final class MQTTBroker: Service, Sendable {
 
     /// The address of the metrics listener, once started.
     public var metricsAddress: SocketAddress? {
-        guard core.configuration.metricsListener != nil else { return nil }
+        guard core.configuration.value.metricsListener != nil else { return nil }
         return serverChannels.withLockedValue { $0.last?.localAddress }
     }
 
@@ -223,7 +223,7 @@ public final class MQTTBroker: Service, Sendable {
     // MARK: $SYS
 
     private func startSysTopics() {
-        let interval = core.configuration.sysInterval
+        let interval = core.configuration.value.sysInterval
         guard interval > 0 else { return }
         let core = self.core
         let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(Int64(interval))) { _ in

@@ -1,22 +1,73 @@
-import DequeModule
+import Logging
 import MQTTCore
 import NIOConcurrencyHelpers
 import NIOCore
-import OrderedCollections
+
+/// What every session shares: counters, the store, the log.
+final class SessionEnvironment: Sendable {
+    let statistics: BrokerStatistics
+    let store: SQLiteBrokerStore?
+    let logger: Logger
+
+    init(statistics: BrokerStatistics, store: SQLiteBrokerStore?, logger: Logger) {
+        self.statistics = statistics
+        self.store = store
+        self.logger = logger
+    }
+}
 
 /// The state the broker keeps for one client identifier, across its connections: its
-/// subscriptions, the QoS 1/2 messages in flight to it, the messages queued for it, and the
-/// QoS 2 messages it sent that await PUBREL.
+/// subscriptions, its outbound messages (``OutboundMessages``: in flight, queued in memory,
+/// waiting in the store), and the QoS 2 messages it sent that await PUBREL.
 ///
 /// Any event loop may deliver to a session; a lock guards its state. Packets leave through a
 /// ``SessionOutlet`` while the lock is held, so their order on the wire is the order the
 /// session decided on.
 final class Session: @unchecked Sendable {
     /// Per-client bounds from the configuration.
-    struct Limits: Sendable {
+    struct Limits: Sendable, Equatable {
         var maxInflight: Int
-        var maxQueuedMessages: Int
+        /// `max_queued_messages` when set; see ``outbound(usesStore:persistent:)`` for the defaults.
+        var maxQueuedMessages: Int?
         var maxQueuedBytes: Int
+        /// Publishers wait for a connected client whose backlog passes ``highWater`` until it
+        /// falls to ``lowWater`` (our key `backpressure`, on by default); off, messages over the
+        /// queue limits are dropped as in mosquitto.
+        var backpressure = true
+
+        /// The backlog (messages waiting to be sent to one connected client) at which
+        /// publishers feeding it stop being read, and at which they go on.
+        static let highWater = 256
+        static let lowWater = 128
+        /// mosquitto's default `max_queued_messages`.
+        static let mosquittoQueueLimit = 1000
+        /// The default for clients whose session ends with their connection, with
+        /// back-pressure on: publishers are held back long before, so this bounds only a
+        /// subscriber that stops reading altogether.
+        static let connectedQueueLimit = 100_000
+
+        /// The limits of the outbound messages. Without `max_queued_messages`: no count limit
+        /// for a persistent session whose copies the store keeps (the store's budget bounds it),
+        /// ``connectedQueueLimit`` for a session that ends with its connection while
+        /// back-pressure is on, and mosquitto's 1000 otherwise.
+        func outbound(usesStore: Bool, persistent: Bool) -> OutboundMessages.Limits {
+            let count: Int
+            if let maxQueuedMessages {
+                count = maxQueuedMessages
+            } else if usesStore {
+                count = 0
+            } else if !persistent && backpressure {
+                count = Self.connectedQueueLimit
+            } else {
+                count = Self.mosquittoQueueLimit
+            }
+            return OutboundMessages.Limits(
+                maxQueuedMessages: count,
+                maxQueuedBytes: maxQueuedBytes,
+                highWater: backpressure ? Self.highWater : 0,
+                lowWater: Self.lowWater
+            )
+        }
     }
 
     struct SubscriptionState: Sendable {
@@ -26,44 +77,8 @@ final class Session: @unchecked Sendable {
         var sharedGroup: String?
     }
 
-    private enum OutgoingState {
-        /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
-        case published
-        /// PUBREL sent, awaiting PUBCOMP.
-        case released
-    }
+    typealias Unacknowledged = OutboundMessages.Unacknowledged
 
-    private struct Outgoing {
-        var message: ApplicationMessage
-        var qos: QoS
-        var retain: Bool
-        var subscriptionIdentifiers: [Int]
-        var sharedGroup: SharedGroup?
-        var state: OutgoingState
-    }
-
-    private struct Queued {
-        var message: ApplicationMessage
-        var qos: QoS
-        var retain: Bool
-        var subscriptionIdentifiers: [Int]
-        var sharedGroup: SharedGroup? = nil
-        /// Reserved when the message was stored (persistence), so it survives a restart.
-        var packetIdentifier: UInt16? = nil
-        /// Restored from the store: it may have been sent before the restart.
-        var dup = false
-    }
-
-    /// A QoS 1/2 message that reached this session through a shared subscription and was not
-    /// acknowledged when its connection dropped: it goes to another member of the group.
-    struct Unacknowledged {
-        var message: ApplicationMessage
-        var qos: QoS
-        var group: SharedGroup
-    }
-
-    let clientID: String
-    private let lock = NIOLock()
     /// Who the client logged in as, and on which listener, for recomputing its access on reload.
     struct Identity: Sendable {
         var username: String?
@@ -74,21 +89,20 @@ final class Session: @unchecked Sendable {
         /// For "password_file": the hash its password matched, to notice a change on reload.
         var credential: PasswordHash?
     }
-    private var limits: Limits
-    private let statistics: BrokerStatistics
-    /// Where a persistent session records acknowledgements and drops.
-    private let store: SQLiteBrokerStore?
+
+    /// Drops are logged at most this often per client.
+    static let dropLogInterval = TimeAmount.seconds(60)
+
+    let clientID: String
+    private let lock = NIOLock()
+    private let environment: SessionEnvironment
 
     // Everything below is guarded by `lock`.
+    private var limits: Limits
     private var accessStorage: ClientAccess?
     private var identityStorage: Identity?
     private var outlet: SessionOutlet?
-    private var inflight = OrderedDictionary<UInt16, Outgoing>()
-    private var queue = Deque<Queued>()
-    private var queuedBytes = 0
-    private var lastPacketIdentifier: UInt16 = 0
-    /// Identifiers given to queued, stored messages.
-    private var reservedIdentifiers = Set<UInt16>()
+    private var outbound: OutboundMessages
     private var subscriptionStates: [String: SubscriptionState] = [:]
     private var awaitingRelease = Set<UInt16>()
     /// Seconds the session outlives its connection; `UInt32.max` means for ever.
@@ -96,17 +110,25 @@ final class Session: @unchecked Sendable {
     private var expiryTask: Scheduled<Void>?
     private var delayedWill: (message: ApplicationMessage, task: Scheduled<Void>)?
     private var ended = false
+    /// Messages dropped for this client, by reason (for `/metrics`).
+    private var drops: [DropReason: Int] = [:]
+    /// Drops not logged yet, and when drops were last logged.
+    private var unloggedDrops: [DropReason: Int] = [:]
+    private var lastDropLog: NIODeadline?
+    /// Publishers waiting for this client's backlog to drain (back-pressure).
+    private var drainWaiters: [@Sendable () -> Void] = []
 
-    init(clientID: String, limits: Limits, statistics: BrokerStatistics, store: SQLiteBrokerStore? = nil) {
+    init(clientID: String, limits: Limits, environment: SessionEnvironment) {
         self.clientID = clientID
         self.limits = limits
-        self.statistics = statistics
-        self.store = store
+        self.environment = environment
+        self.outbound = OutboundMessages(limits: limits.outbound(usesStore: false, persistent: false))
     }
 
-    /// New queue limits after a configuration reload; messages already queued stay.
+    private var store: SQLiteBrokerStore? { environment.store }
+
     /// What the ACL lets this client read and write (nil: no ACL); set at each connect and
-    /// on reload, read by every event loop that delivers to it. Guarded by `lock`.
+    /// on reload, read by every event loop that delivers to it.
     var access: ClientAccess? {
         get { lock.withLock { accessStorage } }
         set { lock.withLock { accessStorage = newValue } }
@@ -122,66 +144,37 @@ final class Session: @unchecked Sendable {
         lock.withLock { accessStorage?.allows(.read, topic: topic) ?? true }
     }
 
+    /// New queue limits after a configuration reload; messages already queued stay.
     func updateLimits(_ limits: Limits) {
-        lock.withLock { self.limits = limits }
+        lock.withLock {
+            self.limits = limits
+            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
+        }
     }
 
     /// Whether the session outlives its connection, and so is kept in the store.
     var isPersistent: Bool { lock.withLock { expiryIntervalStorage != 0 } }
 
-    /// Rebuilds in-flight and queued messages and incoming QoS 2 identifiers from the store.
+    var expiryInterval: UInt32 {
+        get { lock.withLock { expiryIntervalStorage } }
+        set {
+            lock.withLock {
+                expiryIntervalStorage = newValue
+                outbound.usesStore = newValue != 0 && store != nil
+                outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: newValue != 0)
+            }
+        }
+    }
+
+    /// Rebuilds the session from the store at start-up.
     func restore(_ stored: StoredState.StoredSession) {
         lock.withLock {
             expiryIntervalStorage = stored.expiryInterval
-            for item in stored.messages {
-                if item.released {
-                    inflight[item.packetIdentifier] = Outgoing(
-                        message: item.message,
-                        qos: item.qos,
-                        retain: item.retain,
-                        subscriptionIdentifiers: item.subscriptionIdentifiers,
-                        sharedGroup: nil,
-                        state: .released
-                    )
-                } else {
-                    reservedIdentifiers.insert(item.packetIdentifier)
-                    queue.append(
-                        Queued(
-                            message: item.message,
-                            qos: item.qos,
-                            retain: item.retain,
-                            subscriptionIdentifiers: item.subscriptionIdentifiers,
-                            packetIdentifier: item.packetIdentifier,
-                            dup: true
-                        )
-                    )
-                    queuedBytes += item.message.payload.readableBytes
-                }
-                lastPacketIdentifier = max(lastPacketIdentifier, item.packetIdentifier)
-            }
+            outbound.usesStore = stored.expiryInterval != 0 && store != nil
+            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: stored.expiryInterval != 0)
+            outbound.restore(stored.messages, storedOnly: stored.storedOnly, bytes: stored.storedOnlyBytes)
             awaitingRelease.formUnion(stored.incoming)
         }
-    }
-
-    /// Reserves a packet identifier for a message about to be stored for this session.
-    /// - Returns: nil when all 65,535 are taken.
-    func reservePacketIdentifier() -> UInt16? {
-        lock.withLock {
-            guard let identifier = nextPacketIdentifierLocked() else { return nil }
-            reservedIdentifiers.insert(identifier)
-            return identifier
-        }
-    }
-
-    /// Gives back an identifier reserved for a message that could not be stored.
-    func releaseReservation(_ identifier: UInt16) {
-        _ = lock.withLock { reservedIdentifiers.remove(identifier) }
-    }
-
-    private func forgetStoredLocked(_ item: Queued) {
-        guard let identifier = item.packetIdentifier else { return }
-        reservedIdentifiers.remove(identifier)
-        store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)])
     }
 
     /// Drops queued messages, and PUBLISHes in flight not yet received, that this client's ACL
@@ -190,95 +183,25 @@ final class Session: @unchecked Sendable {
     /// - Returns: how many were dropped.
     @discardableResult
     func dropUnreadable() -> Int {
-        lock.withLock {
+        withEffects { effects in
             guard let access = accessStorage else { return 0 }
-            let before = queue.count
-            var kept = Deque<Queued>()
-            for item in queue {
-                if access.allows(.read, topic: item.message.topic) {
-                    kept.append(item)
-                } else {
-                    queuedBytes -= item.message.payload.readableBytes
-                    forgetStoredLocked(item)
-                    statistics.dropped(.notAuthorized)
-                }
-            }
-            queue = kept
-            var dropped = before - queue.count
-            for (identifier, outgoing) in inflight where outgoing.state == .published {
-                guard !access.allows(.read, topic: outgoing.message.topic) else { continue }
-                inflight.removeValue(forKey: identifier)
-                store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)])
-                statistics.dropped(.notAuthorized)
-                dropped += 1
-            }
-            return dropped
+            return outbound.dropUnreadable(access, effects: &effects)
         }
     }
 
     // MARK: Connection
 
-    /// Binds the session to a new connection and returns nothing: it re-sends what was in
-    /// flight (PUBLISH with DUP, or PUBREL) and then what was queued, through `outlet`.
+    /// Binds the session to a new connection: it re-sends what was in flight (PUBLISH with
+    /// DUP, or PUBREL) and then what was queued, through `outlet`.
     func attach(_ outlet: SessionOutlet, now: NIODeadline) {
-        lock.withLock {
+        withEffects { effects in
             self.outlet = outlet
+            effects.outlet = outlet
             expiryTask?.cancel()
             expiryTask = nil
             delayedWill?.task.cancel()
             delayedWill = nil
-            var packets: [MQTTPacket] = []
-            var expired: [UInt16] = []
-            var overQuota: [Queued] = []
-            var resent = 0
-            for (identifier, outgoing) in inflight {
-                switch outgoing.state {
-                case .published:
-                    if outgoing.message.isExpired(at: now) {
-                        expired.append(identifier)
-                        continue
-                    }
-                    // The client may have lowered its receive maximum: the rest wait in the queue.
-                    guard resent < outlet.sendQuota else {
-                        overQuota.append(
-                            Queued(
-                                message: outgoing.message,
-                                qos: outgoing.qos,
-                                retain: outgoing.retain,
-                                subscriptionIdentifiers: outgoing.subscriptionIdentifiers,
-                                sharedGroup: outgoing.sharedGroup,
-                                packetIdentifier: identifier,
-                                dup: true
-                            )
-                        )
-                        continue
-                    }
-                    resent += 1
-                    let publish = outgoing.message.publishPacket(
-                        qos: outgoing.qos,
-                        retain: outgoing.retain,
-                        packetIdentifier: identifier,
-                        dup: true,
-                        subscriptionIdentifiers: outgoing.subscriptionIdentifiers,
-                        now: now
-                    )
-                    packets.append(.publish(publish))
-                case .released:
-                    packets.append(.pubrel(PubRelPacket(packetIdentifier: identifier)))
-                }
-            }
-            for identifier in expired {
-                inflight.removeValue(forKey: identifier)
-                statistics.dropped(.expired)
-            }
-            for item in overQuota.reversed() {
-                inflight.removeValue(forKey: item.packetIdentifier!)
-                reservedIdentifiers.insert(item.packetIdentifier!)
-                queue.prepend(item)
-                queuedBytes += item.message.payload.readableBytes
-            }
-            outlet.send(packets)
-            drainLocked(now: now)
+            outbound.attach(outlet, effects: &effects, now: now)
         }
     }
 
@@ -286,9 +209,10 @@ final class Session: @unchecked Sendable {
     /// - Returns: whether it was.
     @discardableResult
     func detach(_ outlet: SessionOutlet) -> Bool {
-        lock.withLock {
+        withEffects { effects in
             guard self.outlet === outlet else { return false }
             self.outlet = nil
+            outbound.detached(effects: &effects)
             return true
         }
     }
@@ -301,25 +225,21 @@ final class Session: @unchecked Sendable {
     /// Whether the session is over; a connection that still refers to it learns so when it closes.
     var hasEnded: Bool { lock.withLock { ended } }
 
-    /// Closes the current connection, if any, telling a 5.0 client `reason`.
     /// Closes the client's connection (5.0: DISCONNECT with `reason`) while the session stays
     /// its own: the connection then ends as any lost connection does (will, expiry).
     func closeConnection(reason: ReasonCode) {
         let outlet = lock.withLock { self.outlet }
-        outlet?.close(reason: reason)
+        outlet?.close(reason: reason, why: "the reloaded configuration no longer admits this client")
     }
 
+    /// Closes the client's connection (5.0: DISCONNECT with `reason`) and unbinds it at once.
     func disconnectClient(reason: ReasonCode) {
-        let outlet = lock.withLock { () -> SessionOutlet? in
+        let outlet = withEffects { effects -> SessionOutlet? in
             defer { self.outlet = nil }
+            outbound.detached(effects: &effects)
             return self.outlet
         }
-        outlet?.close(reason: reason)
-    }
-
-    var expiryInterval: UInt32 {
-        get { lock.withLock { expiryIntervalStorage } }
-        set { lock.withLock { expiryIntervalStorage = newValue } }
+        outlet?.close(reason: reason, why: "\(reason)")
     }
 
     /// Keeps the task that ends the session after its expiry interval, cancelling any earlier one.
@@ -362,199 +282,135 @@ final class Session: @unchecked Sendable {
 
     // MARK: Outgoing messages
 
-    /// Sends `message` to the client now, or queues it: while offline (QoS 1/2 only), while the
-    /// in-flight window is full, or while the connection's buffer is full. Drops and counts it
-    /// when the queue is full or it is too large for the client.
+    /// Takes a QoS 1/2 copy that is about to be stored, when this session's copies are kept
+    /// in the store (see ``OutboundMessages/admit(bytes:online:)``); nil otherwise.
+    func admit(bytes: Int) -> OutboundMessages.Admission? {
+        withEffects { effects in
+            guard outbound.usesStore else { return nil }
+            let admission = outbound.admit(bytes: bytes, online: outlet != nil)
+            if case .refused(let reason) = admission { effects.dropped(reason) }
+            return admission
+        }
+    }
+
+    /// The store could not keep an admitted copy.
+    func admissionFailed(_ admission: OutboundMessages.Admission, bytes: Int) {
+        lock.withLock { outbound.admissionFailed(admission, bytes: bytes) }
+    }
+
+    /// Sends `message` to the client now, or queues it; see ``OutboundMessages/deliver(_:admitted:to:effects:now:)``.
+    /// - Returns: whether the client is congested (back-pressure): the publisher should wait
+    ///   with ``whenDrained(_:)``.
+    @discardableResult
     func deliver(
         _ message: ApplicationMessage,
         qos: QoS,
         retain: Bool,
         subscriptionIdentifiers: [Int],
         sharedGroup: SharedGroup? = nil,
-        packetIdentifier: UInt16? = nil,
+        admission: OutboundMessages.Admission? = nil,
         now: NIODeadline
-    ) {
-        let item = Queued(
-            message: message,
-            qos: qos,
-            retain: retain,
-            subscriptionIdentifiers: subscriptionIdentifiers,
-            sharedGroup: sharedGroup,
-            packetIdentifier: packetIdentifier
-        )
-        lock.withLock {
-            guard let outlet else {
-                if qos == .atMostOnce {
-                    statistics.dropped(.offlineQoS0)
-                } else {
-                    enqueueLocked(item)
-                }
-                return
-            }
-            if queue.isEmpty && outlet.isWritable && (qos == .atMostOnce || inflight.count < outlet.sendQuota) {
-                sendLocked(item, through: outlet, now: now)
-            } else {
-                enqueueLocked(item)
+    ) -> Bool {
+        withEffects { effects in
+            switch admission {
+            case .storeOnly:
+                outbound.storedCopyArrived(to: outlet, effects: &effects, now: now)
+                return outbound.congested
+            case .refused:
+                return false
+            case .memory(let identifier):
+                let copy = OutboundMessages.Message(
+                    message: message,
+                    qos: qos,
+                    retain: retain,
+                    subscriptionIdentifiers: subscriptionIdentifiers,
+                    sharedGroup: sharedGroup,
+                    packetIdentifier: identifier,
+                    stored: true
+                )
+                return outbound.deliver(copy, admitted: true, to: outlet, effects: &effects, now: now)
+            case nil:
+                let copy = OutboundMessages.Message(
+                    message: message,
+                    qos: qos,
+                    retain: retain,
+                    subscriptionIdentifiers: subscriptionIdentifiers,
+                    sharedGroup: sharedGroup
+                )
+                return outbound.deliver(copy, to: outlet, effects: &effects, now: now)
             }
         }
     }
 
-    /// Takes the shared-subscription messages not yet acknowledged (in flight before PUBREL,
-    /// or queued), so that another member of their group receives them instead.
+    /// Runs `waiter` once this client's backlog has drained to the low-water mark (or the client
+    /// has gone): at once when it is not congested.
+    func whenDrained(_ waiter: @escaping @Sendable () -> Void) {
+        let now = lock.withLock { () -> Bool in
+            guard outbound.congested else { return true }
+            drainWaiters.append(waiter)
+            return false
+        }
+        if now { waiter() }
+    }
+
+    /// Takes the shared-subscription messages not yet acknowledged, so that another member of
+    /// their group receives them instead.
     func takeUnacknowledgedShared() -> [Unacknowledged] {
-        lock.withLock {
-            var taken: [Unacknowledged] = []
-            for (identifier, outgoing) in inflight {
-                guard let group = outgoing.sharedGroup, outgoing.state == .published else { continue }
-                taken.append(Unacknowledged(message: outgoing.message, qos: outgoing.qos, group: group))
-                inflight.removeValue(forKey: identifier)
-                if expiryIntervalStorage != 0 { store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)]) }
-            }
-            var kept = Deque<Queued>()
-            for item in queue {
-                if let group = item.sharedGroup, item.qos != .atMostOnce {
-                    taken.append(Unacknowledged(message: item.message, qos: item.qos, group: group))
-                    queuedBytes -= item.message.payload.readableBytes
-                    forgetStoredLocked(item)
-                } else {
-                    kept.append(item)
-                }
-            }
-            queue = kept
-            return taken
-        }
-    }
-
-    /// Sends one message, giving QoS 1/2 a packet identifier and an in-flight slot.
-    private func sendLocked(_ item: Queued, through outlet: SessionOutlet, now: NIODeadline) {
-        if item.message.isExpired(at: now) {
-            statistics.dropped(.expired)
-            forgetStoredLocked(item)
-            return
-        }
-        var identifier: UInt16?
-        if item.qos != .atMostOnce {
-            if let reserved = item.packetIdentifier {
-                reservedIdentifiers.remove(reserved)
-                identifier = reserved
-            } else {
-                guard let next = nextPacketIdentifierLocked() else {
-                    statistics.dropped(.queueFull)
-                    return
-                }
-                identifier = next
-            }
-        }
-        let publish = item.message.publishPacket(
-            qos: item.qos,
-            retain: item.retain,
-            packetIdentifier: identifier,
-            dup: item.dup,
-            subscriptionIdentifiers: item.subscriptionIdentifiers,
-            now: now
-        )
-        let packet = MQTTPacket.publish(publish)
-        guard outlet.fits(packet) else {
-            statistics.dropped(.tooLargeForClient)
-            forgetStoredLocked(item)
-            return
-        }
-        if let identifier {
-            inflight[identifier] = Outgoing(
-                message: item.message,
-                qos: item.qos,
-                retain: item.retain,
-                subscriptionIdentifiers: item.subscriptionIdentifiers,
-                sharedGroup: item.sharedGroup,
-                state: .published
-            )
-        }
-        outlet.send(packet)
-    }
-
-    private func enqueueLocked(_ item: Queued) {
-        let size = item.message.payload.readableBytes
-        let countFull = limits.maxQueuedMessages > 0 && queue.count >= limits.maxQueuedMessages
-        let bytesFull = limits.maxQueuedBytes > 0 && queuedBytes + size > limits.maxQueuedBytes
-        if countFull || bytesFull {
-            // Make room by dropping the oldest QoS 0 message, if there is one; otherwise drop this one.
-            if item.qos != .atMostOnce, let index = queue.firstIndex(where: { $0.qos == .atMostOnce }) {
-                queuedBytes -= queue[index].message.payload.readableBytes
-                queue.remove(at: index)
-                statistics.dropped(.queueFull)
-            } else {
-                statistics.dropped(.queueFull)
-                forgetStoredLocked(item)
-                return
-            }
-        }
-        queue.append(item)
-        queuedBytes += size
-    }
-
-    /// Moves queued messages to the client while the window and the connection allow.
-    private func drainLocked(now: NIODeadline) {
-        guard let outlet else { return }
-        while let next = queue.first, outlet.isWritable, next.qos == .atMostOnce || inflight.count < outlet.sendQuota {
-            queue.removeFirst()
-            queuedBytes -= next.message.payload.readableBytes
-            sendLocked(next, through: outlet, now: now)
-        }
-    }
-
-    /// The next identifier not in flight and not reserved; nil when all are taken.
-    private func nextPacketIdentifierLocked() -> UInt16? {
-        guard inflight.count + reservedIdentifiers.count < Int(UInt16.max) else { return nil }
-        repeat {
-            lastPacketIdentifier = lastPacketIdentifier == UInt16.max ? 1 : lastPacketIdentifier + 1
-        } while inflight[lastPacketIdentifier] != nil || reservedIdentifiers.contains(lastPacketIdentifier)
-        return lastPacketIdentifier
+        withEffects { effects in outbound.takeUnacknowledgedShared(effects: &effects) }
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the message is delivered.
     /// - Returns: false when no such message was in flight.
     @discardableResult
     func acknowledge(_ identifier: UInt16, now: NIODeadline) -> Bool {
-        lock.withLock {
-            guard inflight.removeValue(forKey: identifier) != nil else { return false }
-            if expiryIntervalStorage != 0 { store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)]) }
-            drainLocked(now: now)
-            return true
-        }
+        withEffects { effects in outbound.acknowledge(identifier, connection: outlet, effects: &effects, now: now) }
     }
 
-    /// PUBREC from the client: answer PUBREL, or end the flow if the client refused the message.
-    /// - Returns: false when no such QoS 2 message was in flight.
-    func received(_ identifier: UInt16, reasonCode: ReasonCode, now: NIODeadline) -> Bool {
-        lock.withLock {
-            guard var outgoing = inflight[identifier], outgoing.qos == .exactlyOnce else { return false }
-            if reasonCode.isFailure {
-                inflight.removeValue(forKey: identifier)
-                if expiryIntervalStorage != 0 { store?.record([.deleteMessage(clientID: clientID, packetIdentifier: identifier)]) }
-                drainLocked(now: now)
-                return true
-            }
-            outgoing.state = .released
-            inflight[identifier] = outgoing
-            let pubrel = MQTTPacket.pubrel(PubRelPacket(packetIdentifier: identifier))
-            if let store, expiryIntervalStorage != 0 {
-                // PUBREL only once the release is on disk: after a crash the message must not be sent again.
-                let outlet = self.outlet
-                store.commit([.releaseMessage(clientID: clientID, packetIdentifier: identifier)]) { _ in outlet?.send(pubrel) }
-            } else {
-                outlet?.send(pubrel)
-            }
-            return true
-        }
+    /// PUBREC from the client.
+    func received(_ identifier: UInt16, reasonCode: ReasonCode, now: NIODeadline) {
+        withEffects { effects in outbound.received(identifier, reasonCode: reasonCode, connection: outlet, effects: &effects, now: now) }
     }
 
     /// The connection's buffer drained: send what waited for it.
     func resumeSending(now: NIODeadline) {
-        lock.withLock { drainLocked(now: now) }
+        withEffects { effects in
+            guard let outlet else { return }
+            outbound.drain(to: outlet, effects: &effects, now: now)
+        }
     }
 
-    var queuedMessageCount: Int { lock.withLock { queue.count } }
-    var inflightMessageCount: Int { lock.withLock { inflight.count } }
+    var queuedMessageCount: Int { lock.withLock { outbound.queuedCount } }
+    var inflightMessageCount: Int { lock.withLock { outbound.inflightCount } }
+
+    // MARK: Reading the store's backlog
+
+    /// Reads the next copies that wait only in the store; packet identifiers are given (and
+    /// stored) in the same transaction, so that a copy is never sent under an identifier a
+    /// restart would not know.
+    private func fetch(limit: Int) {
+        guard let store else { return }
+        store.fetchQueued(
+            clientID: clientID,
+            limit: limit,
+            assign: { [self] count in lock.withLock { outbound.assignIdentifiers(count: count) } },
+            completion: { [self] messages, unused in
+                let copies = messages.map {
+                    OutboundMessages.Message(
+                        message: $0.message,
+                        qos: $0.qos,
+                        retain: $0.retain,
+                        subscriptionIdentifiers: $0.subscriptionIdentifiers,
+                        packetIdentifier: $0.packetIdentifier,
+                        stored: true
+                    )
+                }
+                withEffects { effects in
+                    outbound.releaseIdentifiers(unused)
+                    outbound.fetched(copies, access: accessStorage, to: outlet, effects: &effects, now: .now())
+                }
+            }
+        )
+    }
 
     // MARK: Incoming QoS 2
 
@@ -569,4 +425,103 @@ final class Session: @unchecked Sendable {
     }
 
     var incomingAwaitingRelease: Int { lock.withLock { awaitingRelease.count } }
+
+    // MARK: Drops
+
+    /// Counts a message dropped for (or from) this client; logged at most once a minute.
+    func recordDrop(_ reason: DropReason, now: NIODeadline = .now()) {
+        let line = lock.withLock { countDropLocked(reason, now: now) }
+        if let line { log(line) }
+    }
+
+    /// Messages dropped for this client, by reason.
+    var dropCounts: [DropReason: Int] { lock.withLock { drops } }
+
+    private func countDropLocked(_ reason: DropReason, now: NIODeadline) -> [DropReason: Int]? {
+        environment.statistics.dropped(reason)
+        drops[reason, default: 0] += 1
+        unloggedDrops[reason, default: 0] += 1
+        if let last = lastDropLog, now - last < Self.dropLogInterval { return nil }
+        lastDropLog = now
+        defer { unloggedDrops = [:] }
+        return unloggedDrops
+    }
+
+    private func log(_ drops: [DropReason: Int]) {
+        let counts = drops.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue)=\($0.value)" }.joined(separator: ",")
+        environment.logger.warning(
+            "messages dropped for this client (logged at most once a minute)",
+            metadata: ["client": "\(clientID)", "drops": "\(counts)"]
+        )
+    }
+
+    // MARK: Effects
+
+    /// Runs `body` under the lock with the effects of the outbound messages carried out:
+    /// packets go to the outlet at once (in order), store changes and a read of the store's
+    /// backlog are queued, drops are counted; the log line and the read start after unlocking.
+    private func withEffects<T>(_ body: (inout Effects) -> T) -> T {
+        let (result, effects) = lock.withLock { () -> (T, Effects) in
+            var effects = Effects(session: self, outlet: outlet, store: store)
+            let result = body(&effects)
+            effects.flushStoreOperations()
+            return (result, effects)
+        }
+        if let drops = effects.dropsToLog { log(drops) }
+        if let limit = effects.fetchLimit { fetch(limit: limit) }
+        for waiter in effects.waiters { waiter() }
+        return result
+    }
+
+    /// The effects of ``OutboundMessages`` as this session carries them out.
+    fileprivate struct Effects: OutboundEffects {
+        unowned let session: Session
+        var outlet: SessionOutlet?
+        let store: SQLiteBrokerStore?
+        var operations: [StoreOperation] = []
+        var dropsToLog: [DropReason: Int]?
+        var fetchLimit: Int?
+        /// Publishers to wake: the backlog drained.
+        var waiters: [@Sendable () -> Void] = []
+
+        init(session: Session, outlet: SessionOutlet?, store: SQLiteBrokerStore?) {
+            self.session = session
+            self.outlet = outlet
+            self.store = store
+        }
+
+        mutating func send(_ packet: MQTTPacket) { outlet?.send(packet) }
+
+        mutating func forgetStored(_ identifier: UInt16) {
+            operations.append(.deleteMessage(clientID: session.clientID, packetIdentifier: identifier))
+        }
+
+        mutating func releaseStored(_ identifier: UInt16, thenSend packet: MQTTPacket) {
+            flushStoreOperations()
+            guard let store else { return send(packet) }
+            let outlet = self.outlet
+            store.commit([.releaseMessage(clientID: session.clientID, packetIdentifier: identifier)]) { _ in outlet?.send(packet) }
+        }
+
+        mutating func dropped(_ reason: DropReason) {
+            // Called under the session's lock.
+            if let line = session.countDropLocked(reason, now: .now()) { dropsToLog = line }
+        }
+
+        mutating func fetch(limit: Int) { fetchLimit = limit }
+
+        mutating func drained() {
+            // Called under the session's lock.
+            waiters += session.drainWaiters
+            session.drainWaiters = []
+        }
+
+        mutating func flushStoreOperations() {
+            guard !operations.isEmpty else { return }
+            store?.record(operations)
+            operations = []
+        }
+    }
 }
+
+extension SessionOutlet: OutboundConnection {}

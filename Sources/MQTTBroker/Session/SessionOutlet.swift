@@ -68,6 +68,12 @@ final class SessionOutlet: @unchecked Sendable {
         return ((try? packet.encodedSize(version: protocolVersion)) ?? Int.max) <= limit
     }
 
+    /// Writes what is pending now; on the connection's event loop only (the connection's
+    /// handler, before its last packet).
+    func writePending() {
+        drain()
+    }
+
     private func drain() {
         let packets = pending.withLockedValue { state -> [MQTTPacket] in
             state.drainScheduled = false
@@ -110,12 +116,12 @@ final class SessionOutlet: @unchecked Sendable {
         }
     }
 
-    /// Sends DISCONNECT (5.0) with `reason` after anything pending, then closes.
-    func close(reason: ReasonCode) {
-        if protocolVersion == .v5 { send(.disconnect(DisconnectPacket(reasonCode: reason))) }
-        channel.eventLoop.execute {
-            // Runs after the drain scheduled above, so the DISCONNECT goes out first.
-            self.channel.eventLoop.execute { self.channel.close(promise: nil) }
-        }
+    /// Asks the connection to close after anything pending, telling a 5.0 client `reason`
+    /// (its ``ConnectionHandler`` decides, on its event loop).
+    func close(reason: ReasonCode, why: String = "closed by the broker") {
+        let channel = self.channel
+        let request = ConnectionHandler.CloseRequest(reason: reason, why: why)
+        // Runs after any drain scheduled before, so pending packets go out first.
+        channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(request) }
     }
 }

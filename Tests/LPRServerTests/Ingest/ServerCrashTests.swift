@@ -55,7 +55,14 @@ struct ServerCrashTests {
             try await waitFor("a third of the detections", timeout: .seconds(60)) {
                 acknowledged.withLockedValue { $0.count } >= cameras * perCamera / 3
             }
+            let watcher = MQTTClient(configuration: .test(broker, id: "status-watcher"), logger: testLogger)
+            try await watcher.connect()
+            let status = try await Inbox.subscribe(watcher, to: "lprserver/system/status")
+            try await status.first("the retained online") { $0.payloadString == "online" }
             await server.kill()
+            // The broker publishes the server's will.
+            try await status.first("the will's offline") { $0.payloadString == "offline" }
+            await watcher.disconnect()
             // Killed mid-stream: not everything the broker took is stored yet.
             let storedAtKill = try await SQLiteLPRRepository(path: database).detectionCount()
             #expect(storedAtKill < cameras * perCamera)

@@ -73,6 +73,20 @@ struct SystemTopicsTests {
         }
     }
 
+    @Test("the server's warnings go to system/logs: a refused message is one")
+    func logs() async throws {
+        try await withLPRServer(.databus) { harness in
+            try await withClient(.test(harness.broker, id: "CAM011")) { camera in
+                let logs = try await Inbox.subscribe(camera, to: "lprserver/system/logs", qos: .atMostOnce)
+                try await camera.publish(topic: "lprserver/cameras/CAM011/detection", payload: "not json", qos: .atLeastOnce)
+                let line = try await logs.firstObject(topic: "lprserver/system/logs", "a log line") { _ in true }
+                #expect(line["level"] == "warning")
+                #expect(line["message"]?.stringValue?.contains("lprserver/cameras/CAM011/detection") == true)
+                #expect(line["timestamp"]?.stringValue.flatMap(RFC3339.date(from:)) != nil)
+            }
+        }
+    }
+
     @Test("the server's will says offline when it dies; a graceful stop says so too")
     func serverStatus() async throws {
         try await Mosquitto.with { broker in

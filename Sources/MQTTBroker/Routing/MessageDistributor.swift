@@ -1,0 +1,227 @@
+import Logging
+import MQTTCore
+import NIOCore
+
+/// What routing one message came to.
+struct RouteOutcome: Sendable {
+    /// Sessions that received (or queued) a copy.
+    var deliveries: Int
+    /// Persistent sessions whose copy could not be queued (a queue limit or the store's budget).
+    var notQueued = 0
+    /// Connected clients whose backlog is over the high-water mark: the publisher waits for them.
+    var congested: [Session] = []
+}
+
+/// Hands a message to every session that subscribed to its topic, and keeps it when it is
+/// retained: the one place where a PUBLISH fans out.
+///
+/// With a store, the copies for persistent sessions and the retained change are written
+/// first; ``publishDurably(_:extra:now:completion:)`` delivers and answers only once they are
+/// on disk.
+final class MessageDistributor: Sendable {
+    let router: SubscriptionRouter
+    let retained: RetainedMessageStore
+    private let configuration: ConfigurationInForce
+    private let security: SecurityInForce
+    private let statistics: BrokerStatistics
+    private let storeReference: StoreReference
+    private let logger: Logger
+
+    init(
+        router: SubscriptionRouter,
+        retained: RetainedMessageStore,
+        configuration: ConfigurationInForce,
+        security: SecurityInForce,
+        statistics: BrokerStatistics,
+        storeReference: StoreReference,
+        logger: Logger
+    ) {
+        self.router = router
+        self.retained = retained
+        self.configuration = configuration
+        self.security = security
+        self.statistics = statistics
+        self.storeReference = storeReference
+        self.logger = logger
+    }
+
+    private var store: SQLiteBrokerStore? { storeReference.store }
+
+    /// A subscriber's copy of a message; for a persistent session with a store, how the session
+    /// admitted it (see ``OutboundMessages/admit(bytes:online:)``).
+    private struct PreparedDelivery {
+        let delivery: Delivery
+        let admission: OutboundMessages.Admission?
+    }
+
+    /// Routes `message` to every matching subscriber and keeps it if it is retained, at once.
+    /// With a store, copies for persistent sessions and the retained change are recorded
+    /// without waiting (QoS 0, wills and `$SYS` topics, which nobody acknowledges).
+    @discardableResult
+    func publish(_ message: ApplicationMessage, now: NIODeadline) -> RouteOutcome {
+        var (prepared, operations, outcome) = prepare(message)
+        if let store, !operations.isEmpty { store.record(operations) }
+        outcome.congested = deliver(message, prepared, now: now)
+        return outcome
+    }
+
+    /// Routes a QoS 1/2 message from a client: with a store, its copies for persistent
+    /// sessions, the retained change and `extra` are on disk before anyone receives it, and
+    /// `completion` (which sends the PUBACK/PUBREC) runs only then, on the store's thread.
+    func publishDurably(
+        _ message: ApplicationMessage,
+        extra: [StoreOperation],
+        now: NIODeadline,
+        completion: @escaping @Sendable (Result<RouteOutcome, any Error>) -> Void
+    ) {
+        var (prepared, operations, outcome) = prepare(message)
+        guard let store, !(operations.isEmpty && extra.isEmpty) else {
+            outcome.congested = deliver(message, prepared, now: now)
+            return completion(.success(outcome))
+        }
+        store.commit(operations + extra) { [outcome, prepared] result in
+            switch result {
+            case .success:
+                // Delivered as of the publish time: a message expiry interval of 0 still reaches
+                // connected subscribers, as it would have without the store.
+                var outcome = outcome
+                outcome.congested = self.deliver(message, prepared, now: now)
+                completion(.success(outcome))
+            case .failure(let error):
+                let bytes = message.payload.readableBytes
+                for item in prepared {
+                    if let admission = item.admission { item.delivery.session.admissionFailed(admission, bytes: bytes) }
+                }
+                completion(.failure(error))
+            }
+        }
+    }
+
+    /// Finds the subscribers, drops the copies the ACL keeps from them, and has persistent
+    /// sessions admit their QoS 1/2 copies, which are stored (those refused are counted in
+    /// the outcome: a 5.0 publisher learns it as 0x97).
+    private func prepare(_ message: ApplicationMessage) -> ([PreparedDelivery], [StoreOperation], RouteOutcome) {
+        var deliveries = router.deliveries(for: message)
+        if security.checksAccess {
+            deliveries.removeAll { delivery in
+                guard !delivery.session.mayRead(message.topic) else { return false }
+                delivery.session.recordDrop(.notAuthorized)
+                return true
+            }
+        }
+        var operations: [StoreOperation] = []
+        var outcome = RouteOutcome(deliveries: 0)
+        let store = self.store
+        if store != nil && message.retain && configuration.retainAvailable && !message.topic.hasPrefix("$SYS") {
+            operations.append(message.payload.readableBytes == 0 ? .deleteRetained(topic: message.topic) : .putRetained(message))
+        }
+        var prepared: [PreparedDelivery] = []
+        prepared.reserveCapacity(deliveries.count)
+        for delivery in deliveries {
+            guard let store, delivery.qos != .atMostOnce else {
+                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
+                continue
+            }
+            let session = delivery.session
+            let bytes = message.payload.readableBytes
+            guard let admission = session.admit(bytes: bytes) else {
+                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
+                continue
+            }
+            let identifier: UInt16?
+            switch admission {
+            case .refused:
+                outcome.notQueued += 1
+                continue
+            case .memory(let reserved):
+                identifier = reserved
+            case .storeOnly:
+                identifier = nil
+            }
+            guard store.hasRoom(for: message.storedSize) else {
+                session.admissionFailed(admission, bytes: bytes)
+                session.recordDrop(.storeFull)
+                outcome.notQueued += 1
+                continue
+            }
+            operations.append(
+                .putMessage(
+                    clientID: session.clientID,
+                    sequence: store.nextSequence(),
+                    packetIdentifier: identifier,
+                    qos: delivery.qos,
+                    retain: delivery.retainAsPublished && message.retain,
+                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                    message: message
+                )
+            )
+            prepared.append(PreparedDelivery(delivery: delivery, admission: admission))
+        }
+        outcome.deliveries = prepared.count
+        return (prepared, operations, outcome)
+    }
+
+    /// Hands each copy to its session. Returns the sessions that are congested (back-pressure).
+    private func deliver(_ message: ApplicationMessage, _ prepared: [PreparedDelivery], now: NIODeadline) -> [Session] {
+        if message.retain && configuration.retainAvailable { retained.retain(message) }
+        var congested: [Session] = []
+        for item in prepared {
+            let delivery = item.delivery
+            let full = delivery.session.deliver(
+                message,
+                qos: delivery.qos,
+                retain: delivery.retainAsPublished && message.retain,
+                subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                sharedGroup: delivery.sharedGroup,
+                admission: item.admission,
+                now: now
+            )
+            if full { congested.append(delivery.session) }
+        }
+        return congested
+    }
+
+    /// Publishes a client's will, checked when it goes out as mosquitto does: never to `$SYS`,
+    /// and only to a topic the ACL in force lets the client write; otherwise dropped and logged.
+    func publishWill(_ message: ApplicationMessage, of session: Session, now: NIODeadline) {
+        if message.topic.hasPrefix("$SYS") {
+            session.recordDrop(.forbiddenTopic)
+            logger.notice("dropping a will on $SYS", metadata: ["client": "\(session.clientID)", "topic": "\(message.topic)"])
+            return
+        }
+        if security.checksAccess, let access = session.access, !access.allows(.write, topic: message.topic) {
+            session.recordDrop(.notAuthorized)
+            logger.notice("dropping a will the ACL does not allow", metadata: ["client": "\(session.clientID)", "topic": "\(message.topic)"])
+            return
+        }
+        publish(message, now: now)
+    }
+
+    /// Hands shared-subscription messages that `session` did not acknowledge to other members
+    /// of their groups; dropped (and counted) when no other member is left.
+    func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
+        for item in messages {
+            guard let member = router.alternate(in: item.group, excluding: session) else {
+                statistics.dropped(.noSharedMember)
+                continue
+            }
+            if security.checksAccess && !member.session.mayRead(item.message.topic) {
+                member.session.recordDrop(.notAuthorized)
+                continue
+            }
+            member.session.deliver(
+                item.message,
+                qos: min(item.qos, member.options.qos),
+                retain: false,
+                subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+                sharedGroup: item.group,
+                now: now
+            )
+        }
+    }
+}
+
+/// Holds the store: written once before the listeners start, read-only afterwards.
+final class StoreReference: @unchecked Sendable {
+    var store: SQLiteBrokerStore?
+}

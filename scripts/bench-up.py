@@ -81,8 +81,7 @@ class Up:
         self.process = None
 
     def start(self):
-        self.out = open(os.path.join(self.data, "..", "up.out"), "w")
-        self.err = open(os.path.join(self.data, "..", "up.err"), "w")
+        self.err = open(os.path.join(os.path.dirname(self.data), "up.err"), "a")
         self.process = subprocess.Popen(
             [self.executable, "up", "--data", self.data, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"],
             stdout=subprocess.PIPE, stderr=self.err, text=True)
@@ -129,8 +128,8 @@ def memory_under_load(up, rate, seconds):
     started = time.monotonic()
     payloads = [json.dumps(detection("x", f"LOAD{i % 4:02d}", random_plate(rng))) for i in range(64)]
     tick = 0.01
-    while time.monotonic() - started < seconds:
-        due = int((time.monotonic() - started) * rate)
+    while sent < rate * seconds:
+        due = min(rate * seconds, int((time.monotonic() - started) * rate))
         while sent < due:
             client = clients[sent % 4]
             camera = f"LOAD{sent % 4:02d}"

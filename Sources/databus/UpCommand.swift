@@ -169,7 +169,8 @@ struct UpCommand: AsyncParsableCommand {
             try await group.run()
         } catch {
             await broker.shutdown()
-            let hint = "\(error)".contains("Address already in use") ? " (is the dashboard's port \(http) taken? choose one with --http HOST:PORT)" : ""
+            let hint =
+                "\(error)".contains("Address already in use") ? " (is the dashboard's port \(http) taken? choose one with --http HOST:PORT)" : ""
             FileHandle.standardError.write(Data("databus up: \(error)\(hint)\n".utf8))
             throw ExitCode.failure
         }

@@ -364,7 +364,7 @@ function cameraCard(id) {
   card = el('article', 'camera');
   card.dataset.camera = id;
   const head = el('div', 'camera-head');
-  head.append(el('span', 'state-dot'), el('span', 'camera-name', id), el('span', 'camera-checkpoint'));
+  head.append(el('span', 'state-dot'), el('span', 'camera-name', id), el('span', 'camera-health'), el('span', 'camera-checkpoint'));
   const actions = el('div', 'camera-actions');
   const restart = el('button', 'secondary restart', 'Restart');
   restart.addEventListener('click', () => sendCommand(id, 'restart', card));
@@ -388,6 +388,11 @@ function renderCameras() {
     card.classList.toggle('offline', camera.online === false);
     card.querySelector('.state-dot').className = `state-dot ${online ? 'online' : camera.online === false ? 'offline' : ''}`;
     card.querySelector('.camera-checkpoint').textContent = camera.checkpoint_id || '';
+    const health = card.querySelector('.camera-health');
+    const status = camera.online === false ? 'offline' : camera.health_status && camera.health_status !== 'healthy' ? camera.health_status : '';
+    health.textContent = status;
+    health.className = `camera-health ${status}`;
+    health.title = (camera.problems || []).join(', ');
     const details = (camera.health && camera.health.health_details) || {};
     card.querySelector('.camera-metrics').replaceChildren(
       metric('CPU', number(details.cpu_usage, '%'), details.cpu_usage > 85),

@@ -13,8 +13,8 @@ E400 = {"400": err("Bad input: the error names the field")}
 E401 = {"401": err("No token, or an unknown one")}
 E403 = {"403": err("A read-only token on a write")}
 E404 = lambda what: {"404": err(what)}
-camera_id = {"name": "id", "in": "path", "required": True, "description": "A camera id (no '/', '+' or '#')",
-             "schema": {"type": "string", "minLength": 1, "pattern": "^[^/+#]+$"}}
+camera_id = {"name": "id", "in": "path", "required": True, "description": "A camera id (no '/', '+', '#' or control character)",
+             "schema": {"type": "string", "minLength": 1, "pattern": "^[^/+#\\u0000-\\u001f\\u007f-\\u009f]+$"}}
 entry_id = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
 def q(name, schema, desc): return {"name": name, "in": "query", "required": False, "description": desc, "schema": schema}
 plate_schema = {"type": "string", "pattern": "[^\\W_]", "description": "Must hold a letter or a digit (any script); case, spaces and separators do not count"}

@@ -83,7 +83,7 @@ extension APIRoutes {
     func cameraID(_ context: BasicRequestContext) throws -> String {
         let id = try parameter("id", context)
         guard LPRTopic.isValidIdentifier(id) else {
-            throw APIError.badRequest("id", "a camera id must be non-empty without '/', '+' or '#'")
+            throw APIError.badRequest("id", "a camera id must be non-empty without '/', '+', '#' or control characters")
         }
         return id
     }

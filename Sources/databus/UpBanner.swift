@@ -9,7 +9,8 @@ struct Banner {
     let folder: UpDataFolder
     let contents: UpDataFolder.Contents
     let mqtt: (host: String, port: Int)
-    let publicMQTT: String?
+    /// Whether anonymous clients may connect to the plain listener.
+    let anonymous: Bool
     let tls: [SocketAddress]
     let command: String
 
@@ -23,7 +24,7 @@ struct Banner {
             "databus up: ready",
             "  Dashboard     \(dashboard)",
             "  Admin token   \(token)",
-            "  MQTT          mqtt://\(mqtt.host):\(mqtt.port)\(UpDataFolder.isLoopback(publicMQTT) ? " (anonymous clients on loopback)" : "")",
+            "  MQTT          mqtt://\(mqtt.host):\(mqtt.port)\(anonymous ? " (anonymous clients on loopback)" : " (users from \(folder.passwordFile))")",
         ]
         for address in tls {
             let host = address.ipAddress.map { $0.contains(":") ? "[\($0)]" : $0 } ?? "?"

@@ -138,7 +138,8 @@ struct UpCommand: AsyncParsableCommand {
             folder: folder,
             contents: contents,
             mqtt: (mqttHost == "::1" ? "[::1]" : mqttHost, mqttPort),
-            publicMQTT: plain.address,
+            anonymous: UpDataFolder.isLoopback(plain.address)
+                && (brokerConfiguration.perListenerSettings ? (plain.allowAnonymous ?? false) : brokerConfiguration.allowAnonymous),
             tls: tlsAddresses,
             command: Self.commandName
         )

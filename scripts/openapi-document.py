@@ -127,7 +127,7 @@ doc = {
    "ConfigurationAccepted": {"type": "object", "required": ["message_id", "camera_id", "config"], "properties": {
        "message_id": {"type": "string"}, "camera_id": {"type": "string"}, "config": {"type": "object", "description": "The config/update message as published"}}},
    "ControlRequest": {"type": "object", "required": ["command"], "description": "null is the same as absent", "properties": {
-       "command": {"type": "string", "minLength": 1, "examples": ["restart", "request_health"]}, "parameters": {"type": ["object", "null"]},
+       "command": {"type": "string", "minLength": 1, "examples": ["restart_camera", "get_status", "ping"]}, "parameters": {"type": ["object", "null"]},
        "priority": {"enum": ["low", "normal", "high", None], "default": "normal"},
        "timeout_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 120, "default": 10, "description": "At most the server's limit (120 s by default)"}}},
    "ControlResponse": {"type": "object", "description": "The camera's answer as it sent it", "required": ["status"], "properties": {

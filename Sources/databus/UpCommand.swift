@@ -160,6 +160,7 @@ struct UpCommand: AsyncParsableCommand {
                     port: mqttPort,
                     username: UpDataFolder.serverUsername,
                     password: contents.serverPassword,
+                    dataDirectory: (folder.path as NSString).appendingPathComponent("demo-cameras"),
                     logger: Logger(label: "databus.demo")
                 )
             )

@@ -42,7 +42,7 @@ struct DashboardBrowserTests {
             let figures = try JSONObject.parse(Array((result.output.split(separator: "\n").last ?? "{}").utf8))
             #expect((figures["feed_seconds"]?.doubleValue ?? 99) < 2)
             #expect((figures["hit_seconds"]?.doubleValue ?? 99) < 2)
-            #expect(received.withLockedValue { $0 }.contains("restart"), "the camera got the page's command")
+            #expect(received.withLockedValue { $0 }.contains("restart_camera"), "the camera got the page's command")
             for name in ["wall-dark.png", "wall-light.png", "phone-dark.png", "phone-light.png"] {
                 #expect(FileManager.default.fileExists(atPath: screenshots + "/" + name), "\(name)")
             }

@@ -367,7 +367,7 @@ function cameraCard(id) {
   head.append(el('span', 'state-dot'), el('span', 'camera-name', id), el('span', 'camera-health'), el('span', 'camera-checkpoint'));
   const actions = el('div', 'camera-actions');
   const restart = el('button', 'secondary restart', 'Restart');
-  restart.addEventListener('click', () => sendCommand(id, 'restart', card));
+  restart.addEventListener('click', () => sendCommand(id, 'restart_camera', card));
   const health = el('button', 'secondary health', 'Health');
   health.addEventListener('click', () => requestHealth(id, card));
   const configure = el('button', 'secondary configure', 'Config');

@@ -109,7 +109,7 @@ def main():
         card = f'.camera[data-camera="{arguments.control_camera}"]'
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, card + " .restart")))
         driver.find_element(By.CSS_SELECTOR, card + " .restart").click()
-        WebDriverWait(driver, 12).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, card + " .camera-answer"), "restart: ok"))
+        WebDriverWait(driver, 12).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, card + " .camera-answer"), "restart_camera: ok"))
         figures["control_answer"] = driver.find_element(By.CSS_SELECTOR, card + " .camera-answer").text
 
         # Per-camera configuration: published from the dialog, applied and reported back by the camera.

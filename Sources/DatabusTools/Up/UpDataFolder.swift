@@ -134,6 +134,10 @@ public struct UpDataFolder: Sendable {
         persistence true
         persistence_location \(path)/
 
+        # The LPR server acknowledges a detection only once it is stored, so it wants many in
+        # flight at once (mosquitto's default, 20, would cap it at one commit per 20 detections).
+        max_inflight_messages 1000
+
         """
     }
 

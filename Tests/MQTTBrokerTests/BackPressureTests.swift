@@ -18,7 +18,7 @@ struct BackPressureTests {
     @Test("a client that does not read what we send stops being read from, until its buffer drains")
     func readingFollowsWritability() throws {
         let core = BrokerCore(configuration: .standalone, logger: Logger(label: "test.backpressure"), authenticator: nil)
-        let channel = EmbeddedChannel(handler: ConnectionHandler(core: core, listener: .init(port: 0)))
+        let channel = EmbeddedChannel(handler: ConnectionHandler(core: core, listener: SharedListener(index: 0, .init(port: 0))))
         defer { _ = try? channel.finish() }
         #expect(autoRead(channel) == nil)
 

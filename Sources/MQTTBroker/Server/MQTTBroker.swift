@@ -156,6 +156,7 @@ public final class MQTTBroker: Service, Sendable {
     private func bind(_ bound: BrokerConfiguration.Listener, index: Int, tls: ListenerTLS?) async throws -> [any Channel] {
         let core = self.core
         let connections = ManagedConnectionCount(limit: bound.maxConnections)
+        let shared = SharedListener(index: index, bound)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -185,7 +186,7 @@ public final class MQTTBroker: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTPacketDecoder(maximumPacketSize: configuration.effectiveMaxPacketSize))
                     )
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: listener))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: shared))
                 }
             }
         if let address = bound.address {

@@ -103,6 +103,96 @@ struct UpCommandTests {
         #expect(await second.stop() == 0)
     }
 
+    @Test(
+        "killed with SIGKILL right after the broker acknowledged 500 detections (some acked stored): after a restart every one is stored, once"
+    )
+    func killedRightAfterAcknowledging() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let data = directory.file("data")
+        let first = try await UpProcess.start(data: data)
+        defer { first.remove() }
+        let count = 500
+        let script = try directory.write(
+            "camera.py",
+            """
+            import json, sys, threading, uuid
+            import paho.mqtt.client as mqtt
+            port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+            template = json.load(open(path))
+            acknowledged, stored, lock, done = set(), set(), threading.Lock(), threading.Event()
+            pending = {}
+            def on_connect(client, userdata, flags, rc, properties=None):
+                client.subscribe("lprserver/cameras/CAM001/detection/ack", qos=1)
+            def on_subscribe(client, userdata, mid, granted, properties=None):
+                for index in range(count):
+                    detection = dict(template, message_id="kill-%d" % index)
+                    info = client.publish("lprserver/cameras/CAM001/detection", json.dumps(detection), qos=1)
+                    with lock: pending[info.mid] = detection["message_id"]
+            def on_publish(client, userdata, mid, *rest):
+                with lock:
+                    acknowledged.add(mid)
+                    if len(acknowledged) == count: done.set()
+            def on_message(client, userdata, message):
+                ack = json.loads(message.payload)
+                if ack.get("status") == "stored":
+                    with lock: stored.add(ack["message_id"])
+            try:
+                client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="CAM001-kill", clean_session=True)
+            except AttributeError:
+                client = mqtt.Client(client_id="CAM001-kill")
+            client.max_inflight_messages_set(100)
+            client.max_queued_messages_set(0)
+            client.on_connect, client.on_subscribe, client.on_publish, client.on_message = on_connect, on_subscribe, on_publish, on_message
+            client.connect("127.0.0.1", port)
+            client.loop_start()
+            ok = done.wait(60)
+            with lock: print(json.dumps({"acknowledged": len(acknowledged), "stored": sorted(stored)}))
+            sys.stdout.flush()
+            import os; os._exit(0 if ok else 1)
+            """
+        )
+        let result = try await runProgram(
+            "/usr/bin/env",
+            ["python3", script, "\(first.mqttPort)", Fixtures.examplesDirectory.appendingPathComponent("lpr-detection.json").path, "\(count)"],
+            timeout: .seconds(90)
+        )
+        // At once: whatever the broker acknowledged or the server acked must survive this.
+        first.child.signal(SIGKILL)
+        _ = await first.child.wait()
+        #expect(result.status == 0, "\(result.output)")
+        let report = try JSONObject.parse(Array(result.output.utf8))
+        #expect(report["acknowledged"]?.intValue == count)
+        let ackedStored = Set(report["stored"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+
+        let second = try await UpProcess.start(data: data)
+        defer { second.remove() }
+        let token = second.adminToken
+        var ids: [String] = []
+        do {
+            ids = try await poll("all \(count) detections stored after the restart", timeout: .seconds(60)) {
+                var ids: [String] = []
+                var uri = "/api/detections?limit=1000"
+                while true {
+                    let page = try await get(second, uri, token: token)
+                    guard page.status == .ok else { return nil }
+                    ids += page.json["items"]?.arrayValue?.compactMap { $0["message_id"]?.stringValue } ?? []
+                    guard let cursor = page.json["next_cursor"]?.stringValue else { break }
+                    uri = "/api/detections?limit=1000&cursor=\(cursor)"
+                }
+                return ids.count >= count ? ids : nil
+            }
+        } catch {
+            let page = try await get(second, "/api/detections?limit=1000", token: token)
+            ids = page.json["items"]?.arrayValue?.compactMap { $0["message_id"]?.stringValue } ?? []
+            Issue.record("\(error): \(ids.count) stored, \(ackedStored.count) had been acked stored before the kill")
+        }
+        #expect(Set(ids).count == ids.count, "stored once")
+        #expect(Set(ids) == Set((0..<count).map { "kill-\($0)" }))
+        #expect(ackedStored.isSubset(of: Set(ids)), "every detection acked stored is still there")
+        #expect(await second.stop() == 0)
+    }
+
     @Test("anonymous MQTT on a listener that is not loopback is refused with what to add")
     func anonymousOffLoopbackRefused() async throws {
         let directory = try TemporaryDirectory()

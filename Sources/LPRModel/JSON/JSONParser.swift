@@ -105,6 +105,9 @@ struct JSONParser {
         try enter()
         index += 1
         var members: [(key: String, value: JSONValue)] = []
+        // Where each name is in `members`: a linear search per member would make an object of
+        // many members quadratic to read.
+        var positions: [String: Int] = [:]
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -122,9 +125,10 @@ struct JSONParser {
             skipWhitespace()
             let value = try parseValue()
             // A repeated name: the last one wins, as most parsers do.
-            if let existing = members.firstIndex(where: { $0.key == key }) {
+            if let existing = positions[key] {
                 members[existing].value = value
             } else {
+                positions[key] = members.count
                 members.append((key: key, value: value))
             }
             skipWhitespace()

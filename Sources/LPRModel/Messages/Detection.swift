@@ -21,10 +21,10 @@ public struct Detection: Sendable, Hashable {
     /// - Throws: every missing or mistyped field with its path.
     public init(validating json: JSONObject, topicCamera: String? = nil) throws(MessageValidationError) {
         var reader = FieldReader()
-        let messageID = reader.string(json, "message_id")
+        let messageID = reader.storableText(json, "message_id")
         let timestamp = reader.timestamp(json, "timestamp")
         let cameraID = reader.cameraID(json, topicCamera: topicCamera)
-        let checkpointID = reader.string(json, "checkpoint_id")
+        let checkpointID = reader.storableText(json, "checkpoint_id")
         let dataObject = reader.object(json, "detection_data", required: true)
         let data = dataObject.map { DetectionData(reading: $0, at: "detection_data", with: &reader) }
         let metadata = reader.object(json, "metadata") ?? JSONObject()
@@ -228,12 +228,12 @@ public struct Plate: Sendable, Hashable {
     }
 
     init?(reading object: JSONObject, at path: String, with reader: inout FieldReader) {
-        let number = reader.string(object, "plate_number", at: path)
+        let number = reader.storableText(object, "plate_number", at: path, maximumBytes: FieldReader.maximumPlateBytes)
         plateIndex = reader.integer(object, "plate_index", at: path)
         bbox = reader.boundingBox(object, "bbox", at: path)
         confidence = reader.number(object, "confidence", at: path)
         plateType = reader.string(object, "plate_type", at: path, required: false)
-        country = reader.string(object, "country", at: path, required: false)
+        country = reader.storableText(object, "country", at: path, required: false)
         province = reader.string(object, "province", at: path, required: false)
         isValid = reader.bool(object, "is_valid", at: path)
         json = object

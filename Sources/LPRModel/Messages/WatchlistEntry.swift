@@ -66,7 +66,7 @@ public struct WatchlistEntry: Sendable, Hashable, Identifiable {
     public init(validating json: JSONObject, requireID: Bool = true, defaultID: String = "") throws(MessageValidationError) {
         var reader = FieldReader()
         let id = reader.string(json, "id", required: requireID)
-        let plate = reader.string(json, "plate")
+        let plate = reader.storableText(json, "plate", maximumBytes: FieldReader.maximumPlateBytes)
         if let plate, PlateNormalizer.normalize(plate).isEmpty {
             reader.fail("plate", "has no letters or digits")
         }

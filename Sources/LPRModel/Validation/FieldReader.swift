@@ -71,10 +71,48 @@ public struct FieldReader: Sendable {
         return text
     }
 
+    /// The most UTF-8 bytes of an identifier (`message_id`, `camera_id`, `checkpoint_id`): stores
+    /// index them, and an index entry has a size limit (PostgreSQL's B-tree: about 2,700 bytes).
+    public static let maximumIdentifierBytes = 256
+    /// The most UTF-8 bytes of a plate number: plates are matched against the watch-list with
+    /// work that grows with the square of their length, and indexed.
+    public static let maximumPlateBytes = 128
+
+    /// Why `text` cannot be stored as an identifier or a plate, or `nil`: a control character
+    /// (PostgreSQL's text cannot hold NUL) or more than `maximumBytes` of UTF-8.
+    public static func unstorableTextReason(_ text: String, maximumBytes: Int) -> String? {
+        if text.utf8.count > maximumBytes { return "longer than \(maximumBytes) bytes" }
+        if text.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
+            return "must not contain control characters"
+        }
+        return nil
+    }
+
+    /// A string member that is stored in a column of its own and indexed (an identifier, a
+    /// plate): no control characters and at most `maximumBytes` of UTF-8.
+    public mutating func storableText(
+        _ object: JSONObject,
+        _ key: String,
+        at path: String = "",
+        required: Bool = true,
+        maximumBytes: Int = FieldReader.maximumIdentifierBytes
+    ) -> String? {
+        guard let text = string(object, key, at: path, required: required) else { return nil }
+        if let reason = Self.unstorableTextReason(text, maximumBytes: maximumBytes) {
+            fail(Self.join(path, key), reason)
+            return nil
+        }
+        return text
+    }
+
     /// The `camera_id` member, which must agree with the camera the topic names (the topic
     /// says who sent a message). With `required` false a missing one is the topic's camera.
     public mutating func cameraID(_ object: JSONObject, topicCamera: String?, required: Bool = true) -> String? {
-        let cameraID = string(object, "camera_id", required: required || topicCamera == nil) ?? topicCamera
+        if let topicCamera, let reason = Self.unstorableTextReason(topicCamera, maximumBytes: Self.maximumIdentifierBytes) {
+            fail("camera_id", "the topic's camera id is \(reason)")
+            return nil
+        }
+        let cameraID = storableText(object, "camera_id", required: required || topicCamera == nil) ?? topicCamera
         if let cameraID, let topicCamera, cameraID != topicCamera {
             fail("camera_id", "\"\(cameraID)\" disagrees with the topic's camera \"\(topicCamera)\"")
         }

@@ -14,6 +14,9 @@ extension APIRoutes {
         var matchesNothing = false
         // `fuzzy` refines a plate search; without a plate there is nothing to refine.
         if let plate = query.string("plate") {
+            if let reason = FieldReader.unstorableTextReason(plate, maximumBytes: FieldReader.maximumPlateBytes + 1) {
+                throw APIError.badRequest("plate", reason)
+            }
             let prefix = plate.hasSuffix("*")
             let text = prefix ? String(plate.dropLast()) : plate
             if PlateNormalizer.normalize(text).isEmpty {

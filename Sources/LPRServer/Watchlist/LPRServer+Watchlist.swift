@@ -17,6 +17,9 @@ extension LPRServer {
         guard !PlateNormalizer.normalize(entry.plate).isEmpty else {
             throw MessageValidationError(path: "plate", reason: "has no letters or digits")
         }
+        if let reason = FieldReader.unstorableTextReason(entry.plate, maximumBytes: FieldReader.maximumPlateBytes) {
+            throw MessageValidationError(path: "plate", reason: reason)
+        }
         _ = try await repository.saveWatchlistEntry(entry)
         try await loadWatchlist()
         await publishWatchlist()

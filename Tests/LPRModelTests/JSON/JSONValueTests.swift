@@ -41,6 +41,21 @@ struct JSONValueTests {
         #expect((try? JSONValue.parse(String(repeating: "[", count: 60) + String(repeating: "]", count: 60))) != nil)
     }
 
+    @Test(
+        "an object of 200,000 members (a hostile detection's metadata) is read in one pass, the last of a repeated name winning",
+        .timeLimit(.minutes(1))
+    )
+    func manyMembers() throws {
+        var text = "{"
+        for index in 0..<200_000 { text += "\"k\(index)\":\(index)," }
+        text += "\"k7\":\"again\"}"
+        let object = try #require(try JSONValue.parse(text).objectValue)
+        #expect(object.count == 200_000)
+        #expect(object["k7"] == "again")
+        #expect(object.keys.prefix(3) == ["k0", "k1", "k2"])
+        #expect(object["k199999"]?.intValue == 199_999)
+    }
+
     @Test("doubles are written in their shortest form, whole ones without a fraction")
     func doubles() {
         #expect(JSONValue.double(0.92).jsonText == "0.92")

@@ -58,6 +58,21 @@ struct RESTAPITests {
     }
 
     @Test(
+        "a plate far longer than any plate is a 400 naming it, in a search (exact or fuzzy) and in a watch-list entry",
+        arguments: HTTPFramework.allCases
+    )
+    func overlongPlates(framework: HTTPFramework) async throws {
+        try await withAPI(framework) { _, client in
+            let long = String(repeating: "7K", count: 600)
+            expectError(try await client.call(.get, "/api/detections?plate=\(long)&fuzzy=true"), .badRequest, field: "plate")
+            expectError(try await client.call(.get, "/api/detections?plate=\(long)"), .badRequest, field: "plate")
+            expectError(try await client.call(.post, "/api/watchlist", json: ["plate": .string(long)]), .badRequest, field: "plate")
+            expectError(try await client.call(.put, "/api/watchlist/w1", json: ["plate": .string(long)]), .badRequest, field: "plate")
+            #expect(try await client.call(.get, "/api/detections?plate=ABC1234&fuzzy=true").status == .ok)
+        }
+    }
+
+    @Test(
         "detections: newest first, paged by cursor, exact, prefix and fuzzy plate search, filters, one by id; bad parameters name the field",
         arguments: HTTPFramework.allCases
     )

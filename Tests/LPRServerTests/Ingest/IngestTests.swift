@@ -195,4 +195,44 @@ struct IngestTests {
             #expect(try await harness.repository.detectionCount() == 1000)
         }
     }
+    @Test(
+        "text a store cannot keep (a NUL character, an identifier longer than an index row, a plate of thousands of characters) is refused with its path and does not hold up the next detection",
+        arguments: StoreKind.allCases
+    )
+    func unstorableText(store: StoreKind) async throws {
+        try await store.with { repository in
+            try await TestBrokerKind.databus.with { broker in
+                try await withLPRServer(broker: broker, repository: repository) { harness in
+                    // A watch-list entry, so plates are matched (and fuzzy variants computed) before storing.
+                    try await harness.server.saveWatchlistEntry(WatchlistEntry(id: "w1", plate: "XYZ999", reason: "test", level: .critical))
+                    try await withClient(.test(harness.broker, id: "CAM001")) { camera in
+                        let acks = try await Inbox.subscribe(camera, to: "lprserver/cameras/+/detection/ack")
+                        let topic = "lprserver/cameras/CAM001/detection"
+                        try await camera.publish(json: try seedDetection(id: "nul-1", plate: "AB\u{0}1234"), to: topic)
+                        try await camera.publish(json: try seedDetection(id: "long-cp", checkpoint: String(repeating: "C", count: 5000)), to: topic)
+                        try await camera.publish(json: try seedDetection(id: "long-plate", plate: String(repeating: "7K", count: 1500)), to: topic)
+                        try await camera.publish(json: try seedDetection(id: String(repeating: "m", count: 5000)), to: topic)
+                        try await camera.publish(json: try seedDetection(id: "good-after"), to: topic)
+
+                        let ackTopic = "lprserver/cameras/CAM001/detection/ack"
+                        let good = try await acks.firstObject(topic: ackTopic, timeout: .seconds(20), "the ack of good-after") {
+                            $0["message_id"] == "good-after"
+                        }
+                        #expect(good["status"] == "stored")
+                        for (id, path) in [
+                            ("nul-1", "detection_data.plates[0].plate_number"), ("long-cp", "checkpoint_id"),
+                            ("long-plate", "detection_data.plates[0].plate_number"), (String(repeating: "m", count: 5000), "message_id"),
+                        ] {
+                            let ack = try await acks.firstObject(topic: ackTopic, "the ack of \(id.prefix(20))") {
+                                $0["message_id"]?.stringValue == id
+                            }
+                            #expect(ack["status"] == "rejected", "\(id.prefix(20))")
+                            #expect(ack["errors"]?.arrayValue?.first?["path"]?.stringValue == path, "\(id.prefix(20))")
+                        }
+                    }
+                    #expect(try await harness.repository.detectionCount() == 1)
+                }
+            }
+        }
+    }
 }

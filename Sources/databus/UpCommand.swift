@@ -124,6 +124,11 @@ struct UpCommand: AsyncParsableCommand {
         )
 
         let (httpHost, httpPort) = Self.hostAndPort(http)!
+        if !UpDataFolder.isLoopback(httpHost) {
+            Logger(label: "databus.http").warning(
+                "the dashboard and REST API listen on \(http) over plain HTTP: the API token crosses the network in clear text; put a TLS reverse proxy in front of it, or keep --http on 127.0.0.1"
+            )
+        }
         var httpConfiguration = LPRHTTPConfiguration(
             host: httpHost,
             port: httpPort,

@@ -63,4 +63,31 @@ struct UpDataFolderTests {
         configuration.listeners.removeAll()
         #expect(throws: UpSetupError.self) { try folder.checkListeners(configuration) }
     }
+
+    @Test("a loopback address is 127.0.0.0/8, ::1 or localhost written as such; a host name starting with 127. is not")
+    func loopbackAddresses() {
+        for address in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"] {
+            #expect(UpDataFolder.isLoopback(address), "\(address)")
+        }
+        for address in [nil, "", "0.0.0.0", "::", "192.0.2.1", "127.example.com", "127.0.0.1.example.com", "127.0.0.256"] {
+            #expect(!UpDataFolder.isLoopback(address), "\(address ?? "nil")")
+        }
+    }
+
+    @Test("the ACL made on first start: a camera writes its own topics and blacklist/request, reads the watch-list, and nothing of another camera")
+    func cameraACL() throws {
+        let acl = try AccessControlList(parsing: UpDataFolder.defaultACL)
+        let camera = acl.access(username: "CAM001", clientID: "camera-CAM001")
+        #expect(camera.allows(.write, topic: "lprserver/cameras/CAM001/detection"))
+        #expect(camera.allows(.read, topic: "lprserver/cameras/CAM001/config/update"))
+        #expect(camera.allows(.write, topic: "lprserver/blacklist/request"))
+        #expect(camera.allows(.read, topic: "lprserver/blacklist/updates"))
+        #expect(!camera.allows(.write, topic: "lprserver/blacklist/updates"))
+        #expect(!camera.allows(.write, topic: "lprserver/cameras/CAM002/detection"))
+        #expect(!camera.allows(.read, topic: "lprserver/cameras/CAM002/detection"))
+        #expect(!camera.allows(.write, topic: "lprserver/system/status"))
+        let server = acl.access(username: UpDataFolder.serverUsername, clientID: "lprserver_v3")
+        #expect(server.allows(.read, topic: "lprserver/cameras/CAM002/detection"))
+        #expect(server.allows(.write, topic: "lprserver/blacklist/updates"))
+    }
 }

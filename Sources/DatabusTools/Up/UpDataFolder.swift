@@ -153,6 +153,7 @@ public struct UpDataFolder: Sendable {
         # A camera whose certificate or user name is its camera id uses its own topics.
         pattern readwrite lprserver/cameras/%u/#
         pattern read lprserver/blacklist/updates
+        pattern write lprserver/blacklist/request
         pattern read lprserver/system/status
 
         user \(serverUsername)
@@ -166,7 +167,10 @@ public struct UpDataFolder: Sendable {
     /// Whether `address` is a loopback address (an empty one means every address: not loopback).
     public static func isLoopback(_ address: String?) -> Bool {
         guard let address, !address.isEmpty else { return false }
-        return address == "localhost" || address == "::1" || address.hasPrefix("127.") || address == "[::1]"
+        if address == "localhost" || address == "::1" || address == "[::1]" { return true }
+        // 127.0.0.0/8 written as an address, not a host name that happens to start with "127.".
+        let parts = address.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
     }
 
     /// Refuses a configuration that lets anonymous clients in on a listener other than loopback:

@@ -29,6 +29,10 @@ public struct LPRServerConfiguration: Sendable {
     public var stalenessCheckInterval: Duration
     /// Detections older than this are purged; `nil` keeps them.
     public var retentionAge: Duration?
+    /// Health history, alerts and commands older than this are purged; `nil` keeps them.
+    /// Shorter than the detections' by default: health every 30 s from 100 cameras is 288,000
+    /// rows a day.
+    public var historyRetentionAge: Duration?
     /// At most this many detections are kept; `nil` for no limit.
     public var retentionMaximumDetections: Int?
     /// How often the retention purge runs.
@@ -50,6 +54,7 @@ public struct LPRServerConfiguration: Sendable {
         self.stalenessCheckInterval = .seconds(5)
         self.retentionAge = .seconds(90 * 86_400)
         self.retentionMaximumDetections = nil
+        self.historyRetentionAge = .seconds(7 * 86_400)
         self.retentionInterval = .seconds(3600)
         self.maximumCommandTimeout = .seconds(120)
     }

@@ -26,6 +26,7 @@ import SystemPackage
 /// | session expiry (s) | `LPR_SESSION_EXPIRY` | 86400; 0 with a share group |
 /// | camera health interval (s) | `LPR_HEALTH_INTERVAL` | 30 (offline after 3 silent intervals) |
 /// | retention | `LPR_RETENTION_DAYS`, `LPR_RETENTION_MAX_DETECTIONS` | 90 days, no count limit |
+/// | history retention (health history, alerts, commands) | `LPR_HISTORY_RETENTION_DAYS` | 7 days |
 /// | watch-list edit distance | `LPR_WATCHLIST_MAX_DISTANCE` | 1 |
 /// | detections per transaction | `LPR_BATCH_SIZE` | 1000 |
 public struct LPRServerSettings: Sendable {
@@ -152,6 +153,9 @@ public struct LPRServerSettings: Sendable {
             configuration.retentionAge = days == 0 ? nil : .seconds(days * 86_400)
         }
         configuration.retentionMaximumDetections = try read.int("lpr.retention.max.detections", in: 1...Int.max)
+        if let days = try read.double("lpr.history.retention.days", in: 0...36_500) {
+            configuration.historyRetentionAge = days == 0 ? nil : .seconds(days * 86_400)
+        }
         configuration.watchlistMaximumDistance = try read.int("lpr.watchlist.max.distance", in: 0...3) ?? 1
         configuration.maximumBatchSize = try read.int("lpr.batch.size", in: 1...10_000) ?? 1000
         configuration.instanceID = read.string("lpr.instance.id") ?? "\(clientID)@\(ProcessInfo.processInfo.hostName):\(getpid())"

@@ -20,6 +20,7 @@ struct ServerCommand: AsyncParsableCommand {
             MQTT_CLIENT_KEY, MQTT_CLIENT_ID, MQTT_KEEPALIVE, MQTT_RECONNECT_DELAY, \
             MQTT_MAX_RECONNECT_ATTEMPTS, MQTT_CONNECTION_TIMEOUT, MQTT_LOG_LEVEL, LPR_DATABASE, \
             LPR_SHARE_GROUP, LPR_HEALTH_INTERVAL, LPR_RETENTION_DAYS, LPR_RETENTION_MAX_DETECTIONS, \
+            LPR_HISTORY_RETENTION_DAYS, \
             LPR_WATCHLIST_MAX_DISTANCE), then the --env-file (.env when present). A wrong setting \
             stops the server with one line naming it. SIGTERM or SIGINT stops it gracefully.
 

@@ -23,6 +23,9 @@ public protocol LPRRepository: Sendable {
     /// Deletes up to `limit` detections received before `olderThan`, or beyond the newest `keep`.
     /// - Returns: how many it deleted (call again while it returns `limit`).
     func purgeDetections(receivedBefore olderThan: Date?, keepingNewest keep: Int?, limit: Int) async throws -> Int
+    /// Deletes up to `limit` rows each of health history, alerts and commands from before `olderThan`.
+    /// - Returns: how many it deleted (call again while it returns as many as it may).
+    func purgeHistory(before olderThan: Date, limit: Int) async throws -> Int
     /// Detections per hour (by the time they were received) per camera in `since..<until`.
     func hourlyCounts(since: Date, until: Date, camera: String?) async throws -> [HourlyCount]
     /// Per checkpoint, detections received since `since`: count, unique plates, mean confidence, and watch-list hits.

@@ -190,28 +190,47 @@ extension LPRServer {
         await publish(.checkpointStatus(checkpoint: checkpoint), CheckpointStatus(checkpointID: checkpoint, timestamp: Date(), cameras: members).json)
     }
 
-    /// Deletes detections past the retention age or count, a few thousand per transaction with
-    /// pauses between, so ingest is never held up for long. - Returns: how many went.
+    /// Deletes detections past the retention age or count, and health history, alerts and
+    /// commands past theirs, a few thousand rows per transaction with pauses between, so ingest
+    /// is never held up for long. - Returns: how many detections went.
     public func purge() async -> Int {
+        var detections = 0
         let age = configuration.retentionAge
         let keep = configuration.retentionMaximumDetections
-        guard age != nil || keep != nil else { return 0 }
-        let cutoff = age.map { Date().addingTimeInterval(-$0.seconds) }
+        if age != nil || keep != nil {
+            let cutoff = age.map { Date().addingTimeInterval(-$0.seconds) }
+            detections = await purgeInBatches(of: "detections") { [repository] limit in
+                try await repository.purgeDetections(receivedBefore: cutoff, keepingNewest: keep, limit: limit)
+            }
+            if detections > 0 { logger.info("purged detections by retention", metadata: ["lpr.purged": "\(detections)"]) }
+        }
+        if let historyAge = configuration.historyRetentionAge {
+            let cutoff = Date().addingTimeInterval(-historyAge.seconds)
+            let rows = await purgeInBatches(of: "health history, alerts and commands") { [repository] limit in
+                try await repository.purgeHistory(before: cutoff, limit: limit)
+            }
+            if rows > 0 { logger.info("purged health history, alerts and commands by retention", metadata: ["lpr.purged": "\(rows)"]) }
+        }
+        return detections
+    }
+
+    /// Calls `delete` with a limit until it deletes nothing more, pausing between calls.
+    private func purgeInBatches(of what: String, _ delete: @Sendable (Int) async throws -> Int) async -> Int {
+        let limit = 5000
         var total = 0
         while !Task.isCancelled {
             let deleted: Int
             do {
-                deleted = try await repository.purgeDetections(receivedBefore: cutoff, keepingNewest: keep, limit: 5000)
+                deleted = try await delete(limit)
             } catch {
                 metrics.error("store")
-                await report(.error, "the retention purge failed", metadata: ["lpr.error": "\(error)"])
+                await report(.error, "the retention purge of \(what) failed", metadata: ["lpr.error": "\(error)"])
                 break
             }
             total += deleted
-            if deleted < 5000 { break }
+            if deleted == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        if total > 0 { logger.info("purged detections by retention", metadata: ["lpr.purged": "\(total)"]) }
         return total
     }
 

@@ -211,6 +211,32 @@ struct RepositoryTests {
         }
     }
 
+    @Test(
+        "history retention: health history, alerts and commands from before the cutoff go, a batch at a time; newer ones stay",
+        arguments: StoreKind.allCases
+    )
+    func purgeHistory(store: StoreKind) async throws {
+        try await store.with { repository in
+            for hour in 0..<6 {
+                let at = Self.base.addingTimeInterval(Double(hour) * 3600)
+                try await repository.appendHealth(HealthRecord(cameraID: "CAM1", receivedAt: at, status: "h\(hour)", payload: "{}"))
+                try await repository.insertAlerts([Self.alert("a\(hour)", at: Double(hour) * 3600)])
+                try await repository.recordCommand(
+                    ControlCommand(messageID: "c\(hour)", timestamp: at, cameraID: "CAM1", command: "ping"),
+                    sentAt: at
+                )
+            }
+            let cutoff = Self.base.addingTimeInterval(3 * 3600)
+            #expect(try await repository.purgeHistory(before: cutoff, limit: 2) == 6, "two of each kind")
+            #expect(try await repository.purgeHistory(before: cutoff, limit: 100) == 3)
+            #expect(try await repository.purgeHistory(before: cutoff, limit: 100) == 0)
+            #expect(try await repository.healthHistory(camera: "CAM1", limit: 10).map(\.status) == ["h5", "h4", "h3"])
+            #expect(try await repository.alerts(since: nil, level: nil, limit: 10).map(\.alertID) == ["a5", "a4", "a3"])
+            #expect(try await repository.command(messageID: "c2") == nil)
+            #expect(try await repository.command(messageID: "c3") != nil)
+        }
+    }
+
     @Test("leases: one holder at a time, renewable by it, free once expired or released", arguments: StoreKind.allCases)
     func leases(store: StoreKind) async throws {
         try await store.with { repository in

@@ -237,6 +237,23 @@ public final class SQLiteLPRRepository: LPRRepository {
         }
     }
 
+    public func purgeHistory(before olderThan: Date, limit: Int) async throws -> Int {
+        try await pool.write { db in
+            let cutoff = olderThan.timeIntervalSince1970
+            var deleted = 0
+            // Rows are appended in time order: the oldest are the first ids.
+            for sql in [
+                "DELETE FROM health_history WHERE id IN (SELECT id FROM health_history WHERE received_at < ? ORDER BY id LIMIT ?)",
+                "DELETE FROM alert WHERE sequence IN (SELECT sequence FROM alert WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
+                "DELETE FROM command WHERE message_id IN (SELECT message_id FROM command WHERE sent_at < ? LIMIT ?)",
+            ] {
+                try db.execute(sql: sql, arguments: [cutoff, limit])
+                deleted += db.changesCount
+            }
+            return deleted
+        }
+    }
+
     public func hourlyCounts(since: Date, until: Date, camera: String?) async throws -> [HourlyCount] {
         try await pool.read { db in
             var sql = """

@@ -19,9 +19,17 @@ extension LPRServer {
         var retryDelay = Duration.milliseconds(100)
         var pending: [IngestItem]? = nil
         while true {
-            let batch: [IngestItem]
+            var batch: [IngestItem]
             if let retry = pending {
                 batch = retry
+                // A lone detection that failed is tried again with what came since, so that one
+                // the store can never keep is found out (see isolateUnstorable) instead of
+                // holding up everything behind it.
+                if batch.count < configuration.maximumBatchSize && ingestQueue.count > 0,
+                    let more = await ingestQueue.next(maximum: configuration.maximumBatchSize - batch.count)
+                {
+                    batch += more
+                }
             } else if let next = await ingestQueue.next(maximum: configuration.maximumBatchSize) {
                 batch = next
             } else {
@@ -37,8 +45,13 @@ extension LPRServer {
             do {
                 outcomes = try await repository.storeDetections(records)
             } catch {
-                // Nothing is acknowledged: the batch is tried again, and the broker keeps it meanwhile.
                 metrics.error("store")
+                if records.count > 1, let (stored, rest) = await isolateUnstorable(batch) {
+                    storedQueue.append(stored)
+                    pending = rest.isEmpty ? nil : rest
+                    continue
+                }
+                // Nothing is acknowledged: the batch is tried again, and the broker keeps it meanwhile.
                 await report(.error, "could not store \(records.count) detections; retrying", metadata: ["lpr.error": "\(error)"])
                 if Task.isCancelled || client.state == .stopped { return }
                 try? await Task.sleep(for: retryDelay)
@@ -51,6 +64,57 @@ extension LPRServer {
             metrics.batchSeconds.recordNanoseconds(Int64((ContinuousClock.now - started).seconds * 1e9))
             storedQueue.append(StoredBatch(items: batch, outcomes: outcomes))
         }
+    }
+
+    /// A batch the store refused may hold a detection it can never keep (a constraint nobody
+    /// foresaw): its detections are stored one at a time. One that fails while a later one is
+    /// stored is unstorable — the store works — and is rejected with the store's error, so that
+    /// it cannot hold up every camera. Those after the last one stored go back to be tried
+    /// again (the store may have just gone down).
+    /// - Returns: the part of the batch dealt with and the rest, or `nil` when nothing could be
+    ///   stored (the store is failing: the whole batch waits).
+    private func isolateUnstorable(_ batch: [IngestItem]) async -> (StoredBatch, rest: [IngestItem])? {
+        var results: [(index: Int, outcome: Result<StoreOutcome, any Error>)] = []
+        var lastStored: Int?
+        for (index, item) in batch.enumerated() {
+            guard case .accepted(let accepted) = item.decision else { continue }
+            do {
+                let outcome = try await repository.storeDetections([accepted.record])
+                results.append((index, .success(outcome.first ?? .duplicate)))
+                lastStored = index
+            } catch {
+                results.append((index, .failure(error)))
+            }
+        }
+        guard let lastStored else { return nil }
+        var items = Array(batch[...lastStored])
+        var outcomes: [StoreOutcome] = []
+        for (index, result) in results where index <= lastStored {
+            switch result {
+            case .success(let outcome):
+                outcomes.append(outcome)
+            case .failure(let error):
+                guard case .accepted(let accepted) = items[index].decision else { continue }
+                let detection = accepted.detection
+                await report(
+                    .error,
+                    "the store cannot keep detection \(detection.messageID) from \(detection.cameraID); rejecting it",
+                    metadata: ["lpr.error": "\(error)"]
+                )
+                items[index] = IngestItem(
+                    message: items[index].message,
+                    receivedAt: items[index].receivedAt,
+                    decision: .rejected(
+                        DetectionIntake.Rejected(
+                            cameraID: detection.cameraID,
+                            messageID: detection.messageID,
+                            errors: [FieldError(path: "", reason: "the store cannot keep this detection: \(error)")]
+                        )
+                    )
+                )
+            }
+        }
+        return (StoredBatch(items: items, outcomes: outcomes), Array(batch[(lastStored + 1)...]))
     }
 
     /// Announces committed batches in order: acks, notifications, alerts, the live feed, then

@@ -235,4 +235,47 @@ struct IngestTests {
             }
         }
     }
+
+    @Test(
+        "a detection the store refuses for a reason nobody foresaw is rejected with the store's error once others are stored; it does not hold up the rest"
+    )
+    func unforeseenStoreFailure() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("lpr.sqlite")
+        let repository = try SQLiteLPRRepository(path: path)
+        try await TestBrokerKind.databus.with { broker in
+            try await withLPRServer(broker: broker, repository: repository) { harness in
+                // A fault of the store's own, in the real file: SQLite refuses this one row.
+                let trigger = """
+                    import sqlite3, sys
+                    db = sqlite3.connect(sys.argv[1])
+                    db.execute("CREATE TRIGGER refuse_one BEFORE INSERT ON detection WHEN NEW.message_id = 'refused-by-store' BEGIN SELECT RAISE(ABORT, 'this row is refused'); END")
+                    db.commit()
+                    """
+                let python = try ChildProcess.spawn("python3", ["-c", trigger, path], errorPath: directory.file("python.log"))
+                #expect(await python.wait() == 0)
+                try await withClient(.test(harness.broker, id: "CAM001")) { camera in
+                    let acks = try await Inbox.subscribe(camera, to: "lprserver/cameras/+/detection/ack")
+                    let topic = "lprserver/cameras/CAM001/detection"
+                    for id in ["before-1", "refused-by-store", "after-1", "after-2"] {
+                        try await camera.publish(json: try seedDetection(id: id), to: topic)
+                    }
+                    let ackTopic = "lprserver/cameras/CAM001/detection/ack"
+                    for id in ["before-1", "after-1", "after-2"] {
+                        let ack = try await acks.firstObject(topic: ackTopic, timeout: .seconds(20), "the ack of \(id)") {
+                            $0["message_id"]?.stringValue == id
+                        }
+                        #expect(ack["status"] == "stored", "\(id)")
+                    }
+                    let refused = try await acks.firstObject(topic: ackTopic, timeout: .seconds(20), "the ack of the refused one") {
+                        $0["message_id"] == "refused-by-store"
+                    }
+                    #expect(refused["status"] == "rejected")
+                    #expect(refused["errors"]?.arrayValue?.first?["reason"]?.stringValue?.contains("this row is refused") == true)
+                }
+                #expect(try await harness.repository.detectionCount() == 3)
+            }
+        }
+    }
 }

@@ -46,7 +46,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent {
             if let pin = pinnedCertificateSHA256 {
                 let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
-                let digest = (try? certificate?.toDERBytes()).map(SHA256.hash)
+                let digest = (try? certificate?.toDERBytes()).map(MQTTClient.TLS.sha256(ofCertificate:))
                 guard digest == pin else {
                     closeReason = .connectionFailed("the broker's certificate does not match the pinned SHA-256")
                     context.close(promise: nil)

@@ -1,3 +1,4 @@
+import DequeModule
 import Logging
 import MQTTCore
 import NIOCore
@@ -21,17 +22,28 @@ import NIOPosix
 /// `ServiceGroup`, ``run()`` keeps trying from the start and disconnects on graceful shutdown.
 /// Messages published while disconnected wait in the outbox and are sent in order when the
 /// connection returns; a `subscribe` made while disconnected waits for the connection too.
+///
+/// The client runs on one event loop of its group, the one its connections use: what it
+/// sends goes to the socket without a thread hop, and a burst of acknowledgements is handled
+/// in one go.
 public actor MQTTClient {
     /// The configuration the client was made with.
     public nonisolated let configuration: Configuration
     nonisolated let logger: Logger
     nonisolated let clock: any Clock<Duration>
     nonisolated let eventLoopGroup: any EventLoopGroup
+    /// The event loop the client and its connections run on.
+    nonisolated let eventLoop: any EventLoop
+    private nonisolated let executor: any SerialExecutor
+    /// Stores the outbox's changes on a thread of its own, when there is a persistence.
+    nonisolated let outboxWriter: OutboxWriter?
     nonisolated let router = MessageRouter()
     nonisolated let stateBroadcast = StateBroadcast()
 
     var session: ClientSession
     var publishWaiters: [UInt64: AsyncPromise<PublishResult>] = [:]
+    /// Waiters of ``enqueue(batch:)`` calls, in sequence order.
+    var batchWaiters = Deque<PublishBatchWaiter>()
     var requestWaiters: [UInt64: AsyncPromise<[ReasonCode]>] = [:]
     var nextRequestToken: UInt64 = 1
     var outboxRestored = false
@@ -48,6 +60,14 @@ public actor MQTTClient {
     var closeReason: DisconnectReason?
     var keepAlive: KeepAliveMonitor?
     var keepAliveTask: Task<Void, Never>?
+    /// Packets encoded and not yet written: ``flush()`` writes them in one go.
+    var output = ByteBuffer()
+    /// QoS 0 messages in `output` whose caller waits to hear they were written.
+    var writtenAtMostOnce: [UInt64] = []
+    /// A QoS 2 PUBLISH waiting until its state is stored, and everything after it with it.
+    var heldForStorage: MQTTPacket?
+    /// Whether messages are being read back from the store.
+    var refilling = false
     var randomGenerator = SystemRandomNumberGenerator()
 
     // Request/response state (MQTT+RequestResponse.swift).
@@ -70,6 +90,9 @@ public actor MQTTClient {
     ) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
+        self.eventLoop = eventLoopGroup.next()
+        self.executor = eventLoop.executor
+        self.outboxWriter = configuration.outbox.persistence.map { OutboxWriter(persistence: $0) }
         self.clock = clock
         var logger = logger
         logger[metadataKey: "mqtt.client_id"] = "\(configuration.clientIdentifier)"
@@ -85,6 +108,9 @@ public actor MQTTClient {
         )
     }
 
+    /// The client's actor runs on its event loop.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
     // MARK: State
 
     /// The connection state now.
@@ -98,6 +124,9 @@ public actor MQTTClient {
 
     /// How full the outbox is, and how many messages it dropped or refused.
     public var outboxStatistics: OutboxStatistics { session.outbox.statistics }
+
+    /// How many outbox entries are in memory (the rest wait in the store); for tests.
+    var outboxMessagesInMemory: Int { session.outbox.entriesInMemory.count }
 
     /// The client identifier in use: the configured one, or the one the broker assigned.
     public var clientIdentifier: String { assignedClientIdentifier ?? configuration.clientIdentifier }

@@ -8,7 +8,8 @@ import NIOTLS
 enum ConnectionEvent: Sendable {
     /// TCP is up, and TLS too with the certificate pin checked: CONNECT may be sent.
     case ready
-    case packet(MQTTPacket)
+    /// The packets of one read, in order.
+    case packets([MQTTPacket])
     /// The channel can take writes again after it was full.
     case writable
     /// The channel closed; the reason when the channel knows one.
@@ -30,6 +31,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let usesTLS: Bool
     private let pinnedCertificateSHA256: [UInt8]?
     private var closeReason: DisconnectReason?
+    /// Packets of the read in progress, handed over together when it completes.
+    private var batch: [MQTTPacket] = []
 
     init(events: AsyncStream<ConnectionEvent>.Continuation, usesTLS: Bool, pinnedCertificateSHA256: [UInt8]?) {
         self.events = events
@@ -62,7 +65,18 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        events.yield(.packet(unwrapInboundIn(data)))
+        batch.append(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        yieldBatch()
+        context.fireChannelReadComplete()
+    }
+
+    private func yieldBatch() {
+        guard !batch.isEmpty else { return }
+        events.yield(.packets(batch))
+        batch.removeAll(keepingCapacity: true)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -83,6 +97,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        yieldBatch()
         events.yield(.closed(closeReason))
         events.finish()
         context.fireChannelInactive()

@@ -4,12 +4,17 @@ import NIOCore
 
 /// One connection: TCP/TLS, CONNECT/CONNACK, then the loop that hands what the broker sends to
 /// the session and carries out what the session decides.
+///
+/// The client runs on its connection's event loop (see ``MQTTClient/unownedExecutor``), so
+/// what it writes goes to the channel without a thread hop: packets are encoded into one
+/// buffer and written with one flush per burst.
 extension MQTTClient {
-
     struct EstablishedConnection {
         let channel: any Channel
         var events: AsyncStream<ConnectionEvent>.AsyncIterator
         let connack: ConnAckPacket
+        /// Packets that came in the same read as CONNACK, after it.
+        var pending: ArraySlice<MQTTPacket>
     }
 
     /// Opens TCP/TLS, sends CONNECT with fresh credentials and waits for CONNACK.
@@ -37,7 +42,7 @@ extension MQTTClient {
 
         let opened: (channel: any Channel, events: AsyncStream<ConnectionEvent>)
         do {
-            opened = try await ChannelFactory.connect(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
+            opened = try await ChannelFactory.connect(configuration: configuration, eventLoop: eventLoop, logger: logger)
         } catch let error as MQTTClientError {
             return .failure(.connectionFailed(error.description))
         } catch {
@@ -68,29 +73,38 @@ extension MQTTClient {
             switch await events.next(isolation: self) {
             case .ready:
                 let connect = connectPacket(username: username, password: password, authenticationData: authenticationData)
-                channel.writeAndFlush(MQTTPacket.connect(connect), promise: nil)
+                write(.connect(connect))
+                flush()
             case .writable:
                 continue
-            case .packet(.connack(let connack)):
-                guard !connack.reasonCode.isFailure else { return failed(.connectionRefused(connack.reasonCode)) }
-                return .success(EstablishedConnection(channel: channel, events: events, connack: connack))
-            case .packet(.auth(let auth)):
-                guard let authentication, auth.reasonCode == .continueAuthentication,
-                    auth.properties.authenticationMethod == authentication.method
-                else {
-                    return failed(.protocolError("unexpected AUTH (\(auth.reasonCode)) before CONNACK"))
+            case .packets(let packets):
+                for (index, packet) in packets.enumerated() {
+                    switch packet {
+                    case .connack(let connack):
+                        guard !connack.reasonCode.isFailure else { return failed(.connectionRefused(connack.reasonCode)) }
+                        return .success(
+                            EstablishedConnection(channel: channel, events: events, connack: connack, pending: packets[(index + 1)...])
+                        )
+                    case .auth(let auth):
+                        guard let authentication, auth.reasonCode == .continueAuthentication,
+                            auth.properties.authenticationMethod == authentication.method
+                        else {
+                            return failed(.protocolError("unexpected AUTH (\(auth.reasonCode)) before CONNACK"))
+                        }
+                        let answer: ByteBuffer?
+                        do {
+                            answer = try await authentication.respond(auth.properties.authenticationData)
+                        } catch {
+                            return failed(.credentialsUnavailable("enhanced authentication (\(authentication.method)): \(error)"))
+                        }
+                        var properties: Properties = [.authenticationMethod(authentication.method)]
+                        if let answer { properties.append(.authenticationData(answer)) }
+                        write(.auth(AuthPacket(reasonCode: .continueAuthentication, properties: properties)))
+                        flush()
+                    default:
+                        return failed(.protocolError("\(packet.type) before CONNACK"))
+                    }
                 }
-                let answer: ByteBuffer?
-                do {
-                    answer = try await authentication.respond(auth.properties.authenticationData)
-                } catch {
-                    return failed(.credentialsUnavailable("enhanced authentication (\(authentication.method)): \(error)"))
-                }
-                var properties: Properties = [.authenticationMethod(authentication.method)]
-                if let answer { properties.append(.authenticationData(answer)) }
-                channel.writeAndFlush(MQTTPacket.auth(AuthPacket(reasonCode: .continueAuthentication, properties: properties)), promise: nil)
-            case .packet(let packet):
-                return failed(.protocolError("\(packet.type) before CONNACK"))
             case .closed(let reason):
                 return failed(reason ?? .connectionFailed("the connection closed before CONNACK"))
             case nil:
@@ -117,12 +131,13 @@ extension MQTTClient {
         execute(session.connected(connack))
         startKeepAlive(connack: connack, number: number)
         pump()
+        if !connection.pending.isEmpty { handle(connection.pending) }
 
         var lostReason: DisconnectReason?
         loop: while let event = await connection.events.next(isolation: self) {
             switch event {
-            case .packet(let packet):
-                handle(packet)
+            case .packets(let packets):
+                handle(packets[...])
             case .writable:
                 pump()
             case .ready:
@@ -137,24 +152,36 @@ extension MQTTClient {
         keepAlive = nil
         if connection.channel.isActive { connection.channel.close(promise: nil) }
         channel = nil
+        output.clear()
+        heldForStorage = nil
         session.connectionLost()
+        persistChanges()
         return closeReason ?? lostReason ?? (Task.isCancelled ? .clientDisconnected : .connectionLost("closed by the broker"))
     }
 
-    func handle(_ packet: MQTTPacket) {
+    /// Handles the packets of one read: the session's decisions for all of them, then one
+    /// round of sending and one flush.
+    func handle(_ packets: ArraySlice<MQTTPacket>) {
         keepAlive?.packetReceived()
-        if case .pingresp = packet {
-            keepAlive?.pingResponseReceived()
-            return
+        var actions: [ClientSession.Action] = []
+        var freed = false
+        for packet in packets {
+            switch packet {
+            case .pingresp:
+                keepAlive?.pingResponseReceived()
+                continue
+            case .puback, .pubcomp:
+                freed = true
+            case .pubrec(let rec) where rec.reasonCode.isFailure:
+                freed = true
+            default:
+                break
+            }
+            session.receive(packet, into: &actions)
         }
-        execute(session.receive(packet))
-        if case .puback = packet {
-            pump()
-        } else if case .pubcomp = packet {
-            pump()
-        } else if case .pubrec(let rec) = packet, rec.reasonCode.isFailure {
-            pump()
-        }
+        execute(actions, flushing: false)
+        if freed { pump(flushing: false) }
+        flush()
     }
 
     // MARK: Keep alive
@@ -179,7 +206,7 @@ extension MQTTClient {
     }
 
     func keepAliveTick(number: UInt64) {
-        guard number == connectionNumber, let channel, var monitor = keepAlive else { return }
+        guard number == connectionNumber, channel != nil, var monitor = keepAlive else { return }
         let action = monitor.tick()
         keepAlive = monitor
         switch action {
@@ -188,7 +215,7 @@ extension MQTTClient {
         case .sendPing:
             logger.trace("PINGREQ")
             write(.pingreq)
-            channel.flush()
+            flush()
         case .timedOut:
             logger.warning("no PINGRESP in time: closing the dead connection")
             close(sending: nil, reason: .keepAliveTimeout)
@@ -197,63 +224,104 @@ extension MQTTClient {
 
     // MARK: Writing
 
-    func write(_ packet: MQTTPacket, promise: EventLoopPromise<Void>? = nil) {
-        guard let channel else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
+    /// Encodes a packet into the output buffer; ``flush()`` writes the buffer.
+    func write(_ packet: MQTTPacket) {
+        guard channel != nil else { return }
+        keepAlive?.packetSent()
+        do {
+            try packet.write(to: &output, version: configuration.protocolVersion)
+        } catch {
+            // Sizes are checked before a packet is made; this is a bug, not the broker's doing.
+            logger.error("could not encode a packet; closing the connection", metadata: ["mqtt.error": "\(error)"])
+            closeReason = closeReason ?? .protocolError("could not encode \(packet.type): \(error)")
+            channel?.close(promise: nil)
+        }
+    }
+
+    /// Writes what was encoded since the last flush, and completes the QoS 0 messages in it
+    /// once the socket took them.
+    func flush() {
+        guard let channel else { return }
+        guard output.readableBytes > 0 else { return }
+        let bytes = output
+        output = channel.allocator.buffer(capacity: 4_096)
+        if writtenAtMostOnce.isEmpty {
+            channel.writeAndFlush(bytes, promise: nil)
             return
         }
-        keepAlive?.packetSent()
-        channel.write(packet, promise: promise)
+        let written = writtenAtMostOnce
+        writtenAtMostOnce.removeAll()
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { result in
+            self.assumeIsolated { client in
+                let outcome: Result<PublishResult, MQTTClientError> = result.map { PublishResult() }.mapError {
+                    MQTTClientError(.connectionClosed, "the QoS 0 message could not be written: \($0)")
+                }
+                for sequence in written { client.completePublish(sequence, outcome) }
+            }
+        }
+        channel.writeAndFlush(bytes, promise: promise)
     }
 
     /// Closes the current connection on purpose.
     func close(sending disconnect: DisconnectPacket?, reason: DisconnectReason) {
         guard let channel else { return }
         closeReason = closeReason ?? reason
-        if let disconnect { channel.write(MQTTPacket.disconnect(disconnect), promise: nil) }
-        channel.flush()
+        if let disconnect { write(.disconnect(disconnect)) }
+        flush()
         channel.close(promise: nil)
     }
 
     /// Sends queued outbox entries while the channel is writable and the broker's receive maximum allows.
-    func pump() {
-        guard let channel else { return }
-        var wrote = false
+    ///
+    /// With a persistence, a QoS 2 PUBLISH waits until its packet identifier is stored: sent
+    /// again after a crash under another identifier, it could be delivered twice.
+    func pump(flushing: Bool = true) {
+        defer {
+            persistChanges()
+            refillIfNeeded()
+            if flushing { flush() }
+        }
+        guard let channel, heldForStorage == nil else { return }
         while channel.isWritable, let outgoing = session.nextOutgoing() {
             switch outgoing {
             case .publish(let packet, let sequence, let qos):
-                wrote = true
-                if qos == .atMostOnce, let waiter = publishWaiters.removeValue(forKey: sequence) {
-                    let promise = channel.eventLoop.makePromise(of: Void.self)
-                    promise.futureResult.whenComplete { result in
-                        switch result {
-                        case .success: waiter.succeed(PublishResult())
-                        case .failure(let error):
-                            waiter.fail(MQTTClientError(.connectionClosed, "the QoS 0 message could not be written: \(error)"))
-                        }
+                if qos == .atMostOnce {
+                    write(packet)
+                    if hasWaiter(sequence) { writtenAtMostOnce.append(sequence) }
+                } else if qos == .exactlyOnce, let writer = outboxWriter {
+                    let submission = writer.submit(session.takeOutboxChanges())
+                    heldForStorage = packet
+                    let number = connectionNumber
+                    Task {
+                        try? await writer.waitUntilStored(submission)
+                        self.releaseHeld(connectionNumber: number)
                     }
-                    write(packet, promise: promise)
+                    return
                 } else {
                     write(packet)
                 }
             case .failed(let sequence, let error):
                 logger.warning("message refused before sending", metadata: ["mqtt.outbox.sequence": "\(sequence)", "mqtt.error": "\(error)"])
-                publishWaiters.removeValue(forKey: sequence)?.fail(error)
+                completePublish(sequence, .failure(error))
             }
         }
-        logPersistenceFailures()
-        if wrote { channel.flush() }
+    }
+
+    /// Sends the QoS 2 PUBLISH that waited for its state to be stored, and goes on sending.
+    func releaseHeld(connectionNumber number: UInt64) {
+        guard number == connectionNumber, let packet = heldForStorage else { return }
+        heldForStorage = nil
+        write(packet)
+        pump()
     }
 
     /// Carries out what the session decided, flushing what it wrote.
-    func execute(_ actions: [ClientSession.Action]) {
-        var wrote = false
-        defer { if wrote { channel?.flush() } }
+    func execute(_ actions: [ClientSession.Action], flushing: Bool = true) {
         for action in actions {
             switch action {
             case .send(let packet):
                 write(packet)
-                wrote = true
             case .publishCompleted(let sequence, let result):
                 if case .failure(let error) = result, error.code == .droppedFromOutbox {
                     logger.warning(
@@ -261,7 +329,7 @@ extension MQTTClient {
                         metadata: ["mqtt.outbox.sequence": "\(sequence)", "mqtt.outbox.dropped": "\(session.outbox.droppedCount)"]
                     )
                 }
-                publishWaiters.removeValue(forKey: sequence)?.complete(result.mapError { $0 as any Error })
+                completePublish(sequence, result)
             case .requestCompleted(let token, let result):
                 if token == 0 {
                     if case .success(let codes) = result, let failure = codes.first(where: \.isFailure) {
@@ -279,12 +347,44 @@ extension MQTTClient {
                 close(sending: disconnect, reason: reason)
             }
         }
-        logPersistenceFailures()
+        persistChanges()
+        if flushing { flush() }
     }
 
-    func logPersistenceFailures() {
-        for failure in session.takePersistenceFailures() {
+    // MARK: Persistence
+
+    /// Hands what the outbox changed to the writer (group commit); returns the submission, if any.
+    @discardableResult
+    func persistChanges() -> OutboxWriter.Submission? {
+        guard let writer = outboxWriter else { return nil }
+        for failure in writer.takeFailures() {
             logger.error("outbox persistence failed; continuing in memory", metadata: ["mqtt.error": "\(failure)"])
         }
+        let changes = session.takeOutboxChanges()
+        guard !changes.isEmpty else { return nil }
+        return writer.submit(changes)
+    }
+
+    /// Reads unsent messages back from the store when memory has room for them.
+    func refillIfNeeded() {
+        guard let writer = outboxWriter, !refilling, session.outbox.wantsRefill else { return }
+        refilling = true
+        let request = session.outbox.refillRequest
+        Task {
+            let entries: [OutboxEntry]
+            do {
+                entries = try await writer.load { try $0.loadEntries(after: request.after, limit: request.limit) }
+            } catch {
+                self.logger.error("could not read the outbox back from the store", metadata: ["mqtt.error": "\(error)"])
+                entries = []
+            }
+            self.refilled(entries)
+        }
+    }
+
+    func refilled(_ entries: [OutboxEntry]) {
+        refilling = false
+        session.refillOutbox(with: entries)
+        pump()
     }
 }

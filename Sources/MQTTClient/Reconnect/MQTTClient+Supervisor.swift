@@ -54,7 +54,10 @@ extension MQTTClient {
             closeReason = .clientDisconnected
             if session.isConnected {
                 let disconnect = DisconnectPacket(reasonCode: configuration.protocolVersion == .v5 ? reasonCode : .normalDisconnection)
-                try? await channel.writeAndFlush(MQTTPacket.disconnect(disconnect)).get()
+                write(.disconnect(disconnect))
+                let bytes = output
+                output = ByteBuffer()
+                try? await channel.writeAndFlush(bytes).get()
             }
             try? await channel.close().get()
         }
@@ -62,7 +65,7 @@ extension MQTTClient {
         _ = await supervisor.value
     }
 
-    func restoreOutboxIfNeeded() throws {
+    func restoreOutboxIfNeeded() throws(MQTTClientError) {
         guard !outboxRestored else { return }
         do {
             try session.restoreOutbox()
@@ -146,6 +149,10 @@ extension MQTTClient {
         let waiters = publishWaiters
         publishWaiters.removeAll()
         for waiter in waiters.values { waiter.fail(error) }
+        let batches = batchWaiters
+        batchWaiters.removeAll()
+        for batch in batches { batch.promise.fail(error) }
+        writtenAtMostOnce.removeAll()
         execute(session.failRequests(error))
         failPendingResponses(error)
         responseSubscription = nil

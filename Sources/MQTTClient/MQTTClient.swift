@@ -66,6 +66,8 @@ public actor MQTTClient {
     var writtenAtMostOnce: [UInt64] = []
     /// A QoS 2 PUBLISH waiting until its state is stored, and everything after it with it.
     var heldForStorage: MQTTPacket?
+    /// The events of the connection being served: its reads are handled as they come.
+    var servedEvents: ConnectionEvents?
     /// Whether messages are being read back from the store.
     var refilling = false
     var randomGenerator = SystemRandomNumberGenerator()

@@ -10,9 +10,10 @@ enum ChannelFactory {
     static func connect(
         configuration: MQTTClient.Configuration,
         eventLoop: any EventLoop,
+        events: ConnectionEvents,
+        deliver: @escaping @Sendable (ConnectionEvent) -> Void,
         logger: Logger
-    ) async throws -> (channel: any Channel, events: AsyncStream<ConnectionEvent>) {
-        let (events, continuation) = AsyncStream.makeStream(of: ConnectionEvent.self)
+    ) async throws -> any Channel {
         let sslContext: NIOSSLContext?
         let serverHostname: String?
         if let tls = configuration.tls {
@@ -43,15 +44,15 @@ enum ChannelFactory {
                         ByteToMessageHandler(MQTTPacketDecoder(version: version, maximumPacketSize: maximumPacketSize))
                     )
                     try pipeline.addHandler(
-                        ConnectionHandler(events: continuation, usesTLS: sslContext != nil, pinnedCertificateSHA256: pin)
+                        ConnectionHandler(events: events, deliver: deliver, usesTLS: sslContext != nil, pinnedCertificateSHA256: pin)
                     )
                 }
             }
         do {
             let channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
-            return (channel, events)
+            return channel
         } catch {
-            continuation.finish()
+            events.finish()
             throw error
         }
     }

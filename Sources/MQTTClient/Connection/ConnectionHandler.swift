@@ -27,21 +27,24 @@ struct ConnectTimeoutEvent: Sendable {
 final class ConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = MQTTPacket
 
-    private let events: AsyncStream<ConnectionEvent>.Continuation
+    private let events: ConnectionEvents
+    /// Hands an event to the client, on this event loop (see ``MQTTClient/connectionEvent(_:on:)``).
+    private let deliver: (ConnectionEvent) -> Void
     private let usesTLS: Bool
     private let pinnedCertificateSHA256: [UInt8]?
     private var closeReason: DisconnectReason?
     /// Packets of the read in progress, handed over together when it completes.
     private var batch: [MQTTPacket] = []
 
-    init(events: AsyncStream<ConnectionEvent>.Continuation, usesTLS: Bool, pinnedCertificateSHA256: [UInt8]?) {
+    init(events: ConnectionEvents, deliver: @escaping (ConnectionEvent) -> Void, usesTLS: Bool, pinnedCertificateSHA256: [UInt8]?) {
         self.events = events
+        self.deliver = deliver
         self.usesTLS = usesTLS
         self.pinnedCertificateSHA256 = pinnedCertificateSHA256
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if !usesTLS { events.yield(.ready) }
+        if !usesTLS { deliver(.ready) }
         context.fireChannelActive()
     }
 
@@ -56,7 +59,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                     return
                 }
             }
-            events.yield(.ready)
+            deliver(.ready)
         } else if let timeout = event as? ConnectTimeoutEvent {
             closeReason = closeReason ?? .connectionFailed("no CONNACK within \(timeout.timeout)")
             context.close(promise: nil)
@@ -75,12 +78,12 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func yieldBatch() {
         guard !batch.isEmpty else { return }
-        events.yield(.packets(batch))
+        deliver(.packets(batch))
         batch.removeAll(keepingCapacity: true)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { events.yield(.writable) }
+        if context.channel.isWritable { deliver(.writable) }
         context.fireChannelWritabilityChanged()
     }
 
@@ -98,7 +101,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         yieldBatch()
-        events.yield(.closed(closeReason))
+        deliver(.closed(closeReason))
         events.finish()
         context.fireChannelInactive()
     }

@@ -11,7 +11,7 @@ import NIOCore
 extension MQTTClient {
     struct EstablishedConnection {
         let channel: any Channel
-        var events: AsyncStream<ConnectionEvent>.AsyncIterator
+        let events: ConnectionEvents
         let connack: ConnAckPacket
         /// Packets that came in the same read as CONNACK, after it.
         var pending: ArraySlice<MQTTPacket>
@@ -40,16 +40,25 @@ extension MQTTClient {
         }
         if stopRequested || Task.isCancelled { return .failure(.clientDisconnected) }
 
-        let opened: (channel: any Channel, events: AsyncStream<ConnectionEvent>)
+        let events = ConnectionEvents()
+        let channel: any Channel
         do {
-            opened = try await ChannelFactory.connect(configuration: configuration, eventLoop: eventLoop, logger: logger)
+            // The handler runs on the client's event loop, so it calls the client directly.
+            channel = try await ChannelFactory.connect(
+                configuration: configuration,
+                eventLoop: eventLoop,
+                events: events,
+                deliver: { [weak self] event in
+                    guard let self else { return events.yield(event) }
+                    self.assumeIsolated { $0.connectionEvent(event, on: events) }
+                },
+                logger: logger
+            )
         } catch let error as MQTTClientError {
             return .failure(.connectionFailed(error.description))
         } catch {
             return .failure(.connectionFailed("\(error)"))
         }
-        let channel = opened.channel
-        var events = opened.events.makeAsyncIterator()
         self.channel = channel
         closeReason = nil
         if stopRequested {
@@ -70,7 +79,7 @@ extension MQTTClient {
         }
 
         while true {
-            switch await events.next(isolation: self) {
+            switch await events.next() {
             case .ready:
                 let connect = connectPacket(username: username, password: password, authenticationData: authenticationData)
                 write(.connect(connect))
@@ -132,9 +141,16 @@ extension MQTTClient {
         startKeepAlive(connack: connack, number: number)
         pump()
         if !connection.pending.isEmpty { handle(connection.pending) }
+        // From here on the channel's events are handled as they come, in the handler's call
+        // (same event loop, no task switch); only the close goes through the queue. What came
+        // in before is handled first, in order.
+        servedEvents = connection.events
+        for event in connection.events.takeBuffered() {
+            connectionEvent(event, on: connection.events)
+        }
 
         var lostReason: DisconnectReason?
-        loop: while let event = await connection.events.next(isolation: self) {
+        loop: while let event = await connection.events.next() {
             switch event {
             case .packets(let packets):
                 handle(packets[...])
@@ -147,6 +163,7 @@ extension MQTTClient {
                 break loop
             }
         }
+        servedEvents = nil
         keepAliveTask?.cancel()
         keepAliveTask = nil
         keepAlive = nil
@@ -157,6 +174,18 @@ extension MQTTClient {
         session.connectionLost()
         persistChanges()
         return closeReason ?? lostReason ?? (Task.isCancelled ? .clientDisconnected : .connectionLost("closed by the broker"))
+    }
+
+    /// An event from a connection's channel handler, on the client's event loop: handled at once
+    /// on the connection being served, queued for ``establish()`` otherwise.
+    func connectionEvent(_ event: ConnectionEvent, on events: ConnectionEvents) {
+        guard let servedEvents, servedEvents === events else { return events.yield(event) }
+        switch event {
+        case .packets(let packets): handle(packets[...])
+        case .writable: pump()
+        case .ready: break
+        case .closed: events.yield(event)
+        }
     }
 
     /// Handles the packets of one read: the session's decisions for all of them, then one

@@ -63,6 +63,20 @@ extension MQTTClient {
         }
         supervisor.cancel()
         _ = await supervisor.value
+        await waitUntilPersisted()
+    }
+
+    /// Waits until the persistence has stored every change so far (the last acknowledgements'
+    /// deletes), so that a process that exits after ``disconnect()`` leaves the store as it
+    /// left memory.
+    func waitUntilPersisted() async {
+        guard let writer = outboxWriter else { return }
+        let submission = persistChanges() ?? writer.lastSubmission
+        do {
+            try await writer.waitUntilStored(submission)
+        } catch {
+            logger.error("outbox persistence failed", metadata: ["mqtt.error": "\(error)"])
+        }
     }
 
     func restoreOutboxIfNeeded() throws(MQTTClientError) {

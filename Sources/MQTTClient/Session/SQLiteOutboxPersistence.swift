@@ -142,9 +142,15 @@ public final class SQLiteOutboxPersistence: OutboxPersistence {
             }
             if !changes.updated.isEmpty {
                 let update = try database.cachedStatement(sql: "UPDATE outbox SET state = ?, packetIdentifier = ?, reasonCode = ? WHERE sequence = ?")
+                let statement = update.sqliteStatement
                 for entry in changes.updated {
                     let (state, identifier, reasonCode) = Self.columns(entry.state)
-                    try update.execute(arguments: [state, identifier, reasonCode, Int64(bitPattern: entry.sequence)])
+                    sqlite3_reset(statement)
+                    sqlite3_bind_int64(statement, 1, Int64(state))
+                    if let identifier { sqlite3_bind_int64(statement, 2, Int64(identifier)) } else { sqlite3_bind_null(statement, 2) }
+                    if let reasonCode { sqlite3_bind_int64(statement, 3, Int64(reasonCode)) } else { sqlite3_bind_null(statement, 3) }
+                    sqlite3_bind_int64(statement, 4, Int64(bitPattern: entry.sequence))
+                    try Self.step(statement, database)
                 }
             }
             if !changes.removed.isEmpty {

@@ -24,7 +24,7 @@ enum StandardInput {
     /// `maximumLines` a batch, each a slice of the block read (no copy per line). A thread of
     /// its own reads, at most `readAhead` batches ahead of the consumer, so a fast producer
     /// does not fill memory while the broker is slow or away.
-    static func lineBatches(maximumLines: Int = 256, readAhead: Int = 8) -> LineBatches {
+    static func lineBatches(maximumLines: Int = 256, readAhead: Int = 2) -> LineBatches {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: [ByteBuffer].self)
         let room = DispatchSemaphore(value: readAhead)
         let thread = Thread {

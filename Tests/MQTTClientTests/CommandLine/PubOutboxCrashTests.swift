@@ -11,7 +11,7 @@ import Testing
 struct PubOutboxCrashTests {
     @Test("numbered QoS 1 lines all arrive although databus pub --outbox is killed with SIGKILL twice mid-stream")
     func killedPublisher() async throws {
-        try await Self.killTwice(total: 3_000, killAfter: [600, 1_800], minimumKept: 100)
+        try await Self.killTwice(total: 6_000, killAfter: [600, 1_800], minimumKept: 100)
     }
 
     @Test("100,000 numbered QoS 1 lines at full speed all arrive although databus pub --outbox is killed with SIGKILL twice")
@@ -44,7 +44,7 @@ struct PubOutboxCrashTests {
                     for killAfter in kills {
                         // Standard input holds the lines not handed to a publisher before.
                         let publisher = try runner.databus(flags, input: Self.lines(next..<total))
-                        try await withDeadline(.seconds(20), "\(killAfter) messages before the kill") {
+                        try await withDeadline(.seconds(60), "\(killAfter) messages before the kill") {
                             while await counts.distinct < killAfter { try await Task.sleep(for: .milliseconds(1)) }
                         }
                         // The broker stops answering, so messages pile up unacknowledged in the

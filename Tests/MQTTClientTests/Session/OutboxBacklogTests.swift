@@ -65,7 +65,9 @@ struct OutboxBacklogTests {
         let directory = try TemporaryDirectory(prefix: "databus-outbox-backlog")
         defer { directory.remove() }
         let total = 20_000
-        try await kind.with { broker in
+        // No queue limit: mosquitto drops QoS 1 messages past its default 1,000 queued for a
+        // subscriber, and a backlog drains faster than the subscriber reads.
+        try await kind.with(extraConfiguration: "max_queued_messages 0") { broker in
             try await withClient(.test(broker, id: "lpr-server")) { server in
                 let detections = try await server.subscribe(to: "lprserver/cameras/8/detection", qos: .atLeastOnce)
                 var configuration = MQTTClient.Configuration.test(broker, id: "camera-8")

@@ -6,8 +6,8 @@ import Foundation
 struct CertsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "certs",
-        abstract: "Create a CA and TLS certificates for the broker and each component; show a certificate.",
-        subcommands: [Create.self, Show.self]
+        abstract: "A CA and TLS certificates for the broker and each component: create, show, list, renew, revoke, enrol.",
+        subcommands: [Create.self, Show.self, List.self, Renew.self, Revoke.self, RevocationList.self, Enrol.self]
     )
 
     struct Create: ParsableCommand {

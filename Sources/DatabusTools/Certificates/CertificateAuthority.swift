@@ -86,6 +86,19 @@ public struct CertificateAuthority: Sendable {
         now: Date = Date()
     ) throws -> (certificate: Certificate, privateKey: Certificate.PrivateKey) {
         let key = Self.generateKey(keyType)
+        return (try issue(commonName: commonName, purpose: purpose, privateKey: key, days: days, now: now), key)
+    }
+
+    /// Issues a certificate for an existing key (a renewal that keeps the key), named
+    /// `commonName`, valid for `days` from `now` but never beyond the CA's own expiry.
+    public func issue(
+        commonName: String,
+        purpose: Purpose,
+        privateKey key: Certificate.PrivateKey,
+        days: Int,
+        now: Date = Date()
+    ) throws -> Certificate {
+        let isRSA = _RSA.Signing.PublicKey(key.publicKey) != nil
         let subject = try DistinguishedName { CommonName(commonName) }
         let authorityIdentifier =
             (try? certificate.extensions.subjectKeyIdentifier)?.keyIdentifier
@@ -102,14 +115,14 @@ public struct CertificateAuthority: Sendable {
         }
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
-            Critical(KeyUsage(digitalSignature: true, keyEncipherment: keyType == .rsa2048))
+            Critical(KeyUsage(digitalSignature: true, keyEncipherment: isRSA))
             usage
             SubjectKeyIdentifier(hash: key.publicKey)
             AuthorityKeyIdentifier(keyIdentifier: authorityIdentifier)
             if !names.isEmpty { SubjectAlternativeNames(names) }
         }
         let notAfter = min(now.addingTimeInterval(Double(days) * 86_400), certificate.notValidAfter)
-        let issued = try Certificate(
+        return try Certificate(
             version: .v3,
             serialNumber: Certificate.SerialNumber(),
             publicKey: key.publicKey,
@@ -121,7 +134,6 @@ public struct CertificateAuthority: Sendable {
             extensions: extensions,
             issuerPrivateKey: privateKey
         )
-        return (issued, key)
     }
 
     static func generateKey(_ type: CertificateKeyType) -> Certificate.PrivateKey {

@@ -1,3 +1,5 @@
+import Foundation
+
 extension CertificateDirectory.Report {
     /// What `databus certs create` prints: what was made or kept, the mosquitto.conf lines
     /// for the broker, and how a client connects.
@@ -18,6 +20,12 @@ extension CertificateDirectory.Report {
         lines.append("keyfile \(broker.privateKey)")
         lines.append("require_certificate true")
         lines.append("use_identity_as_username true")
+        let revocationList = broker.folder + "/crl.pem"
+        if FileManager.default.fileExists(atPath: revocationList) {
+            lines.append("crlfile \(revocationList)")
+        } else {
+            lines.append("# crlfile \(revocationList)   (once databus certs revoke or crl has written it)")
+        }
         if let client = clients.first {
             lines.append("")
             lines.append("# A client (\(client.name)) connects with its own folder:")

@@ -15,6 +15,8 @@ import Darwin
 ///
 /// ```
 /// DIR/ca/ca.crt, ca.key                        the CA (keep ca.key on the machine that issues)
+/// DIR/ca/index.txt, issued/SERIAL.pem          every certificate issued, revoked or not (OpenSSL's `openssl ca` format)
+/// DIR/ca/crl.pem                               the revocation list, after the first `revoke` or `crl`
 /// DIR/broker/ca.crt, broker.crt, broker.key    the broker
 /// DIR/NAME/ca.crt, NAME.crt, NAME.key          each client component (--client NAME)
 /// ```
@@ -83,8 +85,8 @@ public struct CertificateDirectory: Sendable {
         case (false, false):
             authority = try CertificateAuthority.create(keyType: request.keyType, days: max(3650, request.validityDays), now: now)
             try makeFolder(caFolder, mode: 0o700)
-            try writeNew(caKey, try authority.privateKey.serializeAsPEM().pemString + "\n", mode: 0o600)
-            try writeNew(caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+            try Self.writeNew(caKey, try authority.privateKey.serializeAsPEM().pemString + "\n", mode: 0o600)
+            try Self.writeNew(caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
             createdCA = true
         default:
             throw CertificateToolError("\(caFolder) holds only one of ca.crt and ca.key; both are needed to reuse the CA")
@@ -93,19 +95,35 @@ public struct CertificateDirectory: Sendable {
             notes.append("the CA expires on \(Self.day(authority.certificate.notValidAfter)): certificates issued now end then too")
         }
 
-        let broker = try issue(
-            brokerComponent(),
-            commonName: request.brokerHosts.first ?? request.brokerIPs.first ?? "databus broker",
-            purpose: .server(hosts: request.brokerHosts, ips: request.brokerIPs),
-            request: request,
-            authority: authority,
-            now: now,
-            notes: &notes
-        )
-        var clients: [Component] = []
-        for name in request.clients {
-            let component = Component(name: name, folder: path + "/" + name, created: false)
-            clients.append(try issue(component, commonName: name, purpose: .client, request: request, authority: authority, now: now, notes: &notes))
+        let (broker, clients) = try withLock { () throws -> (Component, [Component]) in
+            var index = try loadIndex(ca: authority.certificate)
+            let broker = try issue(
+                brokerComponent(),
+                commonName: request.brokerHosts.first ?? request.brokerIPs.first ?? "databus broker",
+                purpose: .server(hosts: request.brokerHosts, ips: request.brokerIPs),
+                request: request,
+                authority: authority,
+                index: &index,
+                now: now,
+                notes: &notes
+            )
+            var clients: [Component] = []
+            for name in request.clients {
+                let component = Component(name: name, folder: path + "/" + name, created: false)
+                clients.append(
+                    try issue(
+                        component,
+                        commonName: name,
+                        purpose: .client,
+                        request: request,
+                        authority: authority,
+                        index: &index,
+                        now: now,
+                        notes: &notes
+                    )
+                )
+            }
+            return (broker, clients)
         }
         return Report(
             directory: self,
@@ -117,12 +135,13 @@ public struct CertificateDirectory: Sendable {
         )
     }
 
-    private func issue(
+    func issue(
         _ component: Component,
         commonName: String,
         purpose: CertificateAuthority.Purpose,
         request: CertificateRequest,
         authority: CertificateAuthority,
+        index: inout CertificateIndex,
         now: Date,
         notes: inout [String]
     ) throws -> Component {
@@ -149,9 +168,10 @@ public struct CertificateDirectory: Sendable {
             now: now
         )
         try makeFolder(component.folder, mode: 0o755)
-        try writeNew(component.privateKey, try key.serializeAsPEM().pemString + "\n", mode: 0o600)
-        try writeNew(component.certificate, try certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
-        try writeNew(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+        try Self.writeNew(component.privateKey, try key.serializeAsPEM().pemString + "\n", mode: 0o600)
+        try Self.writeNew(component.certificate, try certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+        try Self.writeNew(component.caCertificate, try authority.certificate.serializeAsPEM().pemString + "\n", mode: 0o644)
+        try record(certificate, in: &index)
         return Component(name: component.name, folder: component.folder, created: true)
     }
 
@@ -182,43 +202,6 @@ public struct CertificateDirectory: Sendable {
                 throw CertificateToolError("client name \"\(name)\" is taken by the \(name) folder")
             }
             guard seen.insert(name).inserted else { throw CertificateToolError("client \"\(name)\" is named twice") }
-        }
-    }
-
-    // MARK: Files
-
-    private func read(_ file: String) throws(CertificateToolError) -> String {
-        guard let data = FileManager.default.contents(atPath: file) else { throw CertificateToolError("\(file): cannot read the file") }
-        return String(decoding: data, as: UTF8.self)
-    }
-
-    private func makeFolder(_ folder: String, mode: mode_t) throws(CertificateToolError) {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { throw CertificateToolError("\(folder) exists and is not a folder") }
-            return
-        }
-        guard mkdir(folder, mode) == 0 else {
-            throw CertificateToolError("cannot create \(folder): \(String(cString: strerror(errno)))")
-        }
-        chmod(folder, mode)  // mkdir applies the umask
-    }
-
-    /// Writes a file that must not exist yet, with `mode` from the start (no window in which
-    /// a key is readable by others).
-    private func writeNew(_ file: String, _ contents: String, mode: mode_t) throws(CertificateToolError) {
-        let descriptor = open(file, O_WRONLY | O_CREAT | O_EXCL, mode)
-        guard descriptor >= 0 else {
-            throw CertificateToolError("cannot create \(file): \(String(cString: strerror(errno)))")
-        }
-        defer { close(descriptor) }
-        fchmod(descriptor, mode)  // open applies the umask
-        let bytes = Array(contents.utf8)
-        var written = 0
-        while written < bytes.count {
-            let result = bytes[written...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-            guard result > 0 else { throw CertificateToolError("cannot write \(file): \(String(cString: strerror(errno)))") }
-            written += result
         }
     }
 

@@ -122,7 +122,7 @@ public struct CertificateSummary: Sendable, Hashable {
         bytes.map { String(format: "%02X", $0) }.joined(separator: ":")
     }
 
-    private static func address(_ bytes: [UInt8]) -> String {
+    static func address(_ bytes: [UInt8]) -> String {
         var text = [CChar](repeating: 0, count: 64)
         let family = bytes.count == 4 ? AF_INET : bytes.count == 16 ? AF_INET6 : -1
         guard family >= 0, bytes.withUnsafeBytes({ inet_ntop(family, $0.baseAddress, &text, socklen_t(text.count)) }) != nil else {

@@ -22,7 +22,7 @@ extension LPRServer {
         case .health(let camera)?:
             // An empty retained message clears a camera's health: nothing to record.
             guard !bytes.isEmpty else { return }
-            await receiveHealth(camera: camera, payload: bytes, topic: message.topic)
+            await receiveHealth(camera: camera, payload: bytes, topic: message.topic, retained: message.retain)
         case .status(let camera)?:
             guard !bytes.isEmpty else { return }
             guard let availability = CameraAvailability(payload: bytes) else {
@@ -54,15 +54,20 @@ extension LPRServer {
 
     // MARK: Health and availability
 
-    private func receiveHealth(camera: String, payload: some Collection<UInt8>, topic: String) async {
+    private func receiveHealth(camera: String, payload: some Collection<UInt8>, topic: String, retained: Bool) async {
         let health: CameraHealth
         do {
             health = try CameraHealth(validating: JSONObject.parse(payload), topicCamera: camera)
         } catch {
-            await refused(topic: topic, cameraID: camera, errors: error.errors)
+            // A stale retained message refused once is not refused again at every restart.
+            if !retained { await refused(topic: topic, cameraID: camera, errors: error.errors) }
             return
         }
         let now = Date()
+        // The retained health a broker hands a (re)starting server may be one it has seen: then
+        // it says nothing new, and must not bring a camera that went silent back online.
+        let isNew = await isNewHealth(health, camera: camera, retained: retained)
+        guard isNew else { return }
         await applyCameraChange(camera) { rules, record in rules.health(health, receivedAt: now, checkpointID: nil, record: &record) }
         events.publish(.cameraHealth(cameraID: camera, status: health.status.rawValue))
         do {
@@ -73,6 +78,14 @@ extension LPRServer {
             metrics.error("store")
             await report(.error, "could not store a health message", metadata: ["lpr.camera_id": "\(camera)", "lpr.error": "\(error)"])
         }
+    }
+
+    /// Whether a health message is one the store has not recorded yet (only retained ones can be old).
+    private func isNewHealth(_ health: CameraHealth, camera: String, retained: Bool) async -> Bool {
+        guard retained, let previous = try? await repository.camera(camera)?.health,
+            let previousID = (try? JSONObject.parse(Array(previous.utf8)))?["message_id"]?.stringValue
+        else { return true }
+        return previousID != health.messageID
     }
 
     /// Changes a camera's record atomically in the store, then raises what the change means.
@@ -365,7 +378,7 @@ public enum LPRServerError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidCameraID(let id): "invalid camera id \"\(id)\": it must be non-empty without '/', '+' or '#'"
+        case .invalidCameraID(let id): "invalid camera id \"\(id)\": it must be non-empty without '/', '+', '#' or control characters"
         }
     }
 }

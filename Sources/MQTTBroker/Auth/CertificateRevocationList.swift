@@ -8,27 +8,27 @@ import X509
 /// against these lists itself, as OpenSSL's `X509_V_FLAG_CRL_CHECK` does for mosquitto: the
 /// leaf's issuer must have a list that is signed by that issuer and current, and the leaf's
 /// serial number must not be on it.
-struct CertificateRevocationList: Sendable {
+public struct CertificateRevocationList: Sendable {
     /// Who issued (and signed) the list.
-    let issuer: DistinguishedName
-    let thisUpdate: Date
+    public let issuer: DistinguishedName
+    public let thisUpdate: Date
     /// When a newer list is due; a list past it is stale and refused, as OpenSSL does.
-    let nextUpdate: Date?
+    public let nextUpdate: Date?
     /// Serial numbers of revoked certificates, as unsigned big-endian bytes without leading zeros.
-    let revokedSerialNumbers: Set<[UInt8]>
+    public let revokedSerialNumbers: Set<[UInt8]>
     /// The DER of `tbsCertList`, the part the signature covers.
     private let signedBytes: [UInt8]
     private let signatureAlgorithm: ASN1ObjectIdentifier
     private let signature: [UInt8]
 
     /// Why a list cannot be used.
-    struct Error: Swift.Error, CustomStringConvertible {
-        let description: String
+    public struct Error: Swift.Error, CustomStringConvertible {
+        public let description: String
         init(_ description: String) { self.description = description }
     }
 
     /// Parses one DER-encoded `CertificateList`.
-    init(derEncoded bytes: [UInt8]) throws {
+    public init(derEncoded bytes: [UInt8]) throws {
         let root = try DER.parse(bytes)
         var tbs: ASN1Node?
         var algorithm: ASN1ObjectIdentifier?
@@ -79,7 +79,7 @@ struct CertificateRevocationList: Sendable {
     }
 
     /// Every `X509 CRL` block of a PEM file (a file may hold lists of several CAs).
-    static func lists(pem text: String) throws -> [CertificateRevocationList] {
+    public static func lists(pem text: String) throws -> [CertificateRevocationList] {
         let documents = try PEMDocument.parseMultiple(pemString: text)
         let lists = try documents.filter { $0.discriminator == "X509 CRL" }.map { try CertificateRevocationList(derEncoded: $0.derBytes) }
         guard !lists.isEmpty else { throw Error("no \"X509 CRL\" block in the file") }
@@ -87,13 +87,13 @@ struct CertificateRevocationList: Sendable {
     }
 
     /// Whether `certificate`'s key made the list's signature.
-    func isSigned(by certificate: Certificate) -> Bool {
+    public func isSigned(by certificate: Certificate) -> Bool {
         guard let algorithm = Self.signatureAlgorithms[signatureAlgorithm] else { return false }
         return certificate.publicKey.isValidSignature(signature, for: signedBytes, signatureAlgorithm: algorithm)
     }
 
     /// Whether the list names `serialNumber` (a certificate of this list's issuer).
-    func revokes(serialNumber: ArraySlice<UInt8>) -> Bool {
+    public func revokes(serialNumber: ArraySlice<UInt8>) -> Bool {
         revokedSerialNumbers.contains(Self.normalized(serialNumber))
     }
 

@@ -38,20 +38,31 @@ struct RevocationChecker: Sendable {
 
     /// Why `certificate` is refused at `now`, or `nil` when it may connect.
     func refusal(for certificate: Certificate, now: Date) -> String? {
-        let candidates = lists.filter { $0.issuer == certificate.issuer }
+        refusal(
+            issuer: certificate.issuer,
+            serialNumber: Array(certificate.serialNumber.bytes),
+            subject: ClientCertificateIdentity.rfc2253(certificate.subject),
+            now: now
+        )
+    }
+
+    /// Why the certificate with `serialNumber` from `issuer` is refused at `now`, or `nil`
+    /// when it may connect; `subject` (RFC 2253) is for the reason's text.
+    func refusal(issuer: DistinguishedName, serialNumber: [UInt8], subject: String, now: Date) -> String? {
+        let candidates = lists.filter { $0.issuer == issuer }
         // With several lists of one issuer, the newest one counts.
         guard let list = candidates.max(by: { $0.thisUpdate < $1.thisUpdate }) else {
-            return "crlfile has no revocation list of the certificate's issuer \(ClientCertificateIdentity.rfc2253(certificate.issuer))"
+            return "crlfile has no revocation list of the certificate's issuer \(ClientCertificateIdentity.rfc2253(issuer))"
         }
         if now < list.thisUpdate {
-            return "the revocation list of \(certificate.issuer) is not valid before \(list.thisUpdate)"
+            return "the revocation list of \(issuer) is not valid before \(list.thisUpdate)"
         }
         if let nextUpdate = list.nextUpdate, nextUpdate < now {
-            return "the revocation list of \(certificate.issuer) expired at \(nextUpdate)"
+            return "the revocation list of \(issuer) expired at \(nextUpdate)"
         }
-        if list.revokes(serialNumber: certificate.serialNumber.bytes) {
-            let serial = CertificateRevocationList.normalized(certificate.serialNumber.bytes).map { String(format: "%02X", $0) }.joined()
-            return "certificate \(ClientCertificateIdentity.rfc2253(certificate.subject)) (serial \(serial)) is revoked"
+        if list.revokes(serialNumber: serialNumber[...]) {
+            let serial = CertificateRevocationList.normalized(serialNumber).map { String(format: "%02X", $0) }.joined()
+            return "certificate \(subject) (serial \(serial)) is revoked"
         }
         return nil
     }

@@ -10,6 +10,8 @@ final class BrokerMetrics: Sendable {
     let persistenceWriteLatency: DurationHistogram
     /// From accepting a TLS connection to its completed handshake.
     let tlsHandshakeDuration: DurationHistogram
+    /// The TLS listeners' certificates, CAs and revocation lists, and when they end.
+    let certificateExpiry = CertificateExpiryWatch()
     private let exported = NIOLockedValueBox<[String: Int]>([:])
 
     init() {
@@ -38,6 +40,7 @@ final class BrokerMetrics: Sendable {
 
     private func update(_ core: BrokerCore) {
         let statistics = core.statistics
+        certificateExpiry.export(into: registry)
         gauge("databus_connections", "Clients connected now", value: statistics.clientsConnected.load(ordering: .relaxed))
         gauge("databus_sessions", "Sessions, connected or not", value: core.sessions.count)
         gauge("databus_retained_messages", "Retained messages stored", value: core.retained.count)

@@ -31,12 +31,18 @@ final class ListenerTLS: Sendable {
         let revocation: RevocationChecker?
         /// The broker's own certificate (first of `certfile`), for log lines.
         let certificate: Certificate?
+        /// The CAs of `cafile` and `capath` (for the expiry metric and revocation lists).
+        let authorities: [Certificate]
+        /// Whether clients must present a certificate (`require_certificate true`).
+        let verifiesClients: Bool
         /// Settings that could not be applied exactly, to log.
         let warnings: [String]
     }
 
     let name: String
     private let current: NIOLockedValueBox<Loaded>
+    /// Connections whose client certificate verified, for a reload to check against a new `crlfile`.
+    let clients = TLSClientRegistry()
 
     /// Loads the listener's files.
     /// - Throws: ``TLSSetupError`` naming the key and file that failed.
@@ -59,12 +65,16 @@ final class ListenerTLS: Sendable {
     /// The TLS handler for a new connection, with the context in force now.
     func makeServerHandler() -> NIOSSLServerHandler {
         let loaded = self.loaded
-        guard let revocation = loaded.revocation else { return NIOSSLServerHandler(context: loaded.context) }
-        // Runs once BoringSSL has verified the chain: the leaf must not be revoked.
-        return NIOSSLServerHandler._makeSSLServerHandler(context: loaded.context) { peer, channel in
+        guard loaded.verifiesClients else { return NIOSSLServerHandler(context: loaded.context) }
+        // Runs once BoringSSL has verified the chain: the client is tracked (a later reload may
+        // revoke it), and the leaf must not be revoked now.
+        return NIOSSLServerHandler._makeSSLServerHandler(context: loaded.context) { [self] peer, channel in
             do {
                 let certificate = try Certificate(derEncoded: peer.toDERBytes())
-                if let why = revocation.refusal(for: certificate, now: Date()) {
+                // Tracked first, checked against the lists in force after: a reload that swaps
+                // the lists in between either sees this client or was seen by this check.
+                clients.add(channel, certificate: certificate)
+                if let why = self.loaded.revocation?.refusal(for: certificate, now: Date()) {
                     return channel.eventLoop.makeFailedFuture(ClientCertificateRevokedError(reason: why))
                 }
                 return channel.eventLoop.makeSucceededVoidFuture()
@@ -72,6 +82,12 @@ final class ListenerTLS: Sendable {
                 return channel.eventLoop.makeFailedFuture(ClientCertificateRevokedError(reason: "unreadable client certificate: \(error)"))
             }
         }
+    }
+
+    /// Connected clients whose certificate the revocation lists in force now refuse.
+    func refusedClients(now: Date = Date()) -> [(client: TLSClientRegistry.Client, reason: String)] {
+        guard let revocation = loaded.revocation else { return [] }
+        return clients.refused(by: revocation, now: now)
     }
 
     // MARK: Loading
@@ -163,6 +179,10 @@ final class ListenerTLS: Sendable {
             if settings.crlFile != nil {
                 warnings.append("crlfile is only used with require_certificate true")
             }
+            // Not used for TLS then, but its expiry is still worth watching.
+            if let caFile = settings.caFile, let roots = try? NIOSSLCertificate.fromPEMFile(caFile) {
+                authorities += roots.compactMap { try? Certificate(derEncoded: $0.toDERBytes()) }
+            }
         }
 
         var revocation: RevocationChecker?
@@ -181,7 +201,14 @@ final class ListenerTLS: Sendable {
             throw failure(nil, "cannot set up TLS with certfile and keyfile: \(describe(error))")
         }
         let certificate = try? Certificate(derEncoded: chain[0].toDERBytes())
-        return Loaded(context: context, revocation: revocation, certificate: certificate, warnings: warnings)
+        return Loaded(
+            context: context,
+            revocation: revocation,
+            certificate: certificate,
+            authorities: authorities,
+            verifiesClients: settings.requireCertificate,
+            warnings: warnings
+        )
     }
 
     private static func checkReadable(_ path: String) throws {

@@ -63,6 +63,7 @@ public final class MQTTBroker: Service, Sendable {
             core.logger.notice("metrics at http://\(channel.localAddress.map { "\($0)" } ?? "?")/metrics")
         }
         startSysTopics()
+        if !tls.isEmpty { core.metrics.certificateExpiry.checkDaily(on: group.next(), logger: core.logger) }
         core.logger.notice("databus broker listening", metadata: ["addresses": "\(addresses.map { "\($0)" })"])
         return addresses
     }
@@ -83,6 +84,7 @@ public final class MQTTBroker: Service, Sendable {
             do {
                 let loaded = try tls.reload(listeners[index].tls)
                 logTLS(loaded, of: tls, event: "TLS files reloaded")
+                core.disconnectRevokedClients(of: tls)
             } catch {
                 core.logger.error("reload: keeping the previous TLS files: \(error)", metadata: ["listener": "\(tls.name)"])
             }
@@ -121,6 +123,7 @@ public final class MQTTBroker: Service, Sendable {
         }
         core.logger.notice("\(event)", metadata: metadata)
         for warning in loaded.warnings { core.logger.warning("\(warning)", metadata: ["listener": "\(tls.name)"]) }
+        core.metrics.certificateExpiry.track(listener: tls.name, loaded, logger: core.logger)
     }
 
     /// The addresses the broker listens on.
@@ -131,6 +134,7 @@ public final class MQTTBroker: Service, Sendable {
     /// Stops accepting connections, disconnects every client (0x8B for 5.0) and closes.
     public func shutdown() async {
         sysTask.withLockedValue { $0?.cancel() }
+        core.metrics.certificateExpiry.stop()
         let channels = serverChannels.withLockedValue { channels in
             defer { channels = [] }
             return channels
@@ -199,6 +203,12 @@ public final class MQTTBroker: Service, Sendable {
     public var metricsAddress: SocketAddress? {
         guard core.configuration.value.metricsListener != nil else { return nil }
         return serverChannels.withLockedValue { $0.last?.localAddress }
+    }
+
+    /// The Prometheus text of the broker's metrics, as the `metrics_listener` serves it, for an
+    /// application that serves `/metrics` itself (`databus up` adds the LPR server's).
+    public func prometheusText() -> [UInt8] {
+        core.metrics.render(core)
     }
 
     private func bindMetrics(_ listener: BrokerConfiguration.Listener) async throws -> any Channel {

@@ -225,6 +225,11 @@ final class Session: @unchecked Sendable {
     /// Whether the session is over; a connection that still refers to it learns so when it closes.
     var hasEnded: Bool { lock.withLock { ended } }
 
+    /// Whether the client is connected now through `channel`.
+    func isConnected(through channel: any Channel) -> Bool {
+        lock.withLock { outlet?.channel === channel }
+    }
+
     /// Closes the client's connection (5.0: DISCONNECT with `reason`) while the session stays
     /// its own: the connection then ends as any lost connection does (will, expiry).
     func closeConnection(reason: ReasonCode) {

@@ -25,6 +25,7 @@ struct CertsCommandTests {
             #expect(created.output.contains(line + "\n"), "missing \(line) in \(created.output)")
         }
         #expect(created.output.contains("Issued gpio: \(out)/gpio/"))
+        #expect(created.output.contains("# crlfile \(out)/broker/crl.pem   (once databus certs revoke or crl has written it)\n"))
 
         let shown = try await runProgramCollectingErrors(executable, ["certs", "show", "\(out)/broker/broker.crt"])
         #expect(shown.status == 0, "\(shown.errorOutput)")

@@ -106,6 +106,30 @@ struct CameraHealthTests {
         }
     }
 
+    @Test("a restarted server does not take the retained health it already recorded for news")
+    func retainedHealthAfterRestart() async throws {
+        try await Mosquitto.with { broker in
+            let directory = try TemporaryDirectory()
+            defer { directory.remove() }
+            let store = try SQLiteLPRRepository(path: directory.file("lpr.sqlite"))
+            var health = try JSONObject.parse(Fixtures.example("lpr-health.json"))
+            health["camera_id"] = "CAM020"
+            try await withLPRServer(broker: broker, repository: store) { harness in
+                try await withClient(.test(broker, id: "CAM020")) { camera in
+                    try await camera.publish(json: health, to: "lprserver/cameras/CAM020/health", qos: .atMostOnce, retain: true)
+                }
+                try await waitFor("the health recorded") { try await store.healthHistory(camera: "CAM020", limit: 10).count == 1 }
+            }
+            // The camera went quiet and was marked offline meanwhile.
+            _ = try await store.updateCamera("CAM020") { $0.online = false }
+            try await withLPRServer(broker: broker, repository: store) { _ in
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            #expect(try await store.healthHistory(camera: "CAM020", limit: 10).count == 1)
+            #expect(try await store.camera("CAM020")?.online == false)
+        }
+    }
+
     @Test("bad health and status messages are refused with a warning alert")
     func badHealth() async throws {
         try await withLPRServer(.mosquitto) { harness in

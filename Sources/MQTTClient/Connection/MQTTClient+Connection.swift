@@ -2,6 +2,10 @@ import Logging
 import MQTTCore
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One connection: TCP/TLS, CONNECT/CONNACK, then the loop that hands what the broker sends to
 /// the session and carries out what the session decides.
 ///
@@ -210,7 +214,21 @@ extension MQTTClient {
         }
         execute(actions, flushing: false)
         if freed { pump(flushing: false) }
+        if freed, output.readableBytes == 0, session.inflightCount > 0 { acknowledgeReadsNow() }
         flush()
+    }
+
+    /// Has the kernel acknowledge what was read at once (Linux `TCP_QUICKACK`), when
+    /// acknowledgements came in, more are awaited and there is nothing to send that would
+    /// carry the TCP ACK.
+    ///
+    /// A broker with Nagle's algorithm on (mosquitto's default, `set_tcp_nodelay false`) holds
+    /// its next acknowledgements until its previous segment is ACKed; a client with nothing to
+    /// send delays that ACK (40 ms on Linux), so the last messages of every burst waited 40 ms.
+    func acknowledgeReadsNow() {
+        #if canImport(Glibc)
+        try? channel?.syncOptions?.setOption(.tcpOption(.init(rawValue: CInt(TCP_QUICKACK))), value: 1)
+        #endif
     }
 
     // MARK: Keep alive

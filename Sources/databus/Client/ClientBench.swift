@@ -14,6 +14,11 @@ import Glibc
 /// Rows: `mosquitto_pub -l` and `databus pub -l` at QoS 1 and 0 (and `databus pub -l --outbox`)
 /// on the same lines; messages into and through a SQLite outbox at QoS 1 (in this process); a
 /// backlog stored while offline, then drained to the broker, with this process's RSS.
+///
+/// A command row also says how many of its lines reached the broker, from the broker's
+/// `$SYS/broker/publish/messages/received` (mosquitto with `sys_interval 1`, as
+/// `scripts/bench-client-vs-mosquitto` starts it): a command that exits early has not
+/// delivered everything it read.
 struct ClientBench {
     struct Configuration {
         var host = "127.0.0.1"
@@ -36,8 +41,11 @@ struct ClientBench {
         var messages: Int
         var seconds: Double
         var cpuSeconds: Double?
+        /// Messages the broker received during the run, when it says.
+        var delivered: Int?
         var note: String = ""
         var rate: Double { seconds > 0 ? Double(messages) / seconds : 0 }
+        var deliveredRate: Double? { delivered.map { seconds > 0 ? Double($0) / seconds : 0 } }
     }
 
     let configuration: Configuration
@@ -52,36 +60,55 @@ struct ClientBench {
         try Self.writeLines(count: configuration.messages, size: configuration.size, to: lines)
 
         var rows: [Row] = []
+        let counter = try await BrokerReceivedCounter.start(host: configuration.host, port: configuration.port, logger: logger)
         let target = ["-h", configuration.host, "-p", "\(configuration.port)", "-t", "bench/client"]
         for qos in [1, 0] {
-            rows.append(try median("mosquitto_pub -l -q \(qos)", configuration.mosquittoPub, target + ["-l", "-q", "\(qos)"], input: lines))
-            rows.append(try median("databus pub -l -q \(qos)", configuration.executable, ["pub"] + target + ["-l", "-q", "\(qos)"], input: lines))
+            rows.append(
+                try await median("mosquitto_pub -l -q \(qos)", configuration.mosquittoPub, target + ["-l", "-q", "\(qos)"], input: lines, counter)
+            )
+            rows.append(
+                try await median(
+                    "databus pub -l -q \(qos)",
+                    configuration.executable,
+                    ["pub"] + target + ["-l", "-q", "\(qos)"],
+                    input: lines,
+                    counter
+                )
+            )
         }
         let outboxFile = directory.appendingPathComponent("pub-outbox.sqlite").path
         rows.append(
-            try median(
+            try await median(
                 "databus pub -l -q 1 --outbox",
                 configuration.executable,
                 ["pub"] + target + ["-l", "-q", "1", "--outbox", outboxFile],
                 input: lines,
+                counter,
                 before: { Self.removeDatabase(outboxFile) }
             )
         )
+        await counter.stop()
         rows += try await outboxRows(directory: directory)
         let loadAfter = Self.loadAverage()
 
         var table =
             "databus bench client: \(configuration.messages) messages of \(configuration.size) bytes to \(configuration.host):\(configuration.port)"
         table += "; load average \(loadBefore) before, \(loadAfter) after\n"
-        table += "| what | messages | seconds | msg/s | CPU s | note |\n| --- | ---: | ---: | ---: | ---: | --- |\n"
+        table += "| what | messages | seconds | msg/s | reached the broker | of those, msg/s | CPU s | note |\n"
+        table += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
         for row in rows {
             let cpu = row.cpuSeconds.map { String(format: "%.2f", $0) } ?? "-"
-            table +=
-                "| \(row.name) | \(row.messages) | \(String(format: "%.2f", row.seconds)) | \(Int(row.rate.rounded())) | \(cpu) | \(row.note) |\n"
+            let delivered = row.delivered.map { "\($0)" } ?? "-"
+            let deliveredRate = row.deliveredRate.map { "\(Int($0.rounded()))" } ?? "-"
+            table += "| \(row.name) | \(row.messages) | \(String(format: "%.2f", row.seconds)) | \(Int(row.rate.rounded())) "
+            table += "| \(delivered) | \(deliveredRate) | \(cpu) | \(row.note) |\n"
         }
         var json: [String: Any] = ["scenario": "client", "loadAverageBefore": loadBefore, "loadAverageAfter": loadAfter]
         json["rows"] = rows.map {
-            ["name": $0.name, "messages": $0.messages, "seconds": $0.seconds, "rate": $0.rate, "cpuSeconds": $0.cpuSeconds ?? -1, "note": $0.note]
+            [
+                "name": $0.name, "messages": $0.messages, "seconds": $0.seconds, "rate": $0.rate, "cpuSeconds": $0.cpuSeconds ?? -1,
+                "delivered": $0.delivered ?? -1, "note": $0.note,
+            ]
         }
         let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
         return (table, String(decoding: data, as: UTF8.self))
@@ -89,16 +116,32 @@ struct ClientBench {
 
     // MARK: Commands
 
-    /// Runs a command `rounds` times on the same input and keeps the median run.
-    private func median(_ name: String, _ program: String, _ arguments: [String], input: String, before: () -> Void = {}) throws -> Row {
+    /// Runs a command `rounds` times on the same input and keeps the median run; each run's
+    /// messages that reached the broker are counted.
+    private func median(
+        _ name: String,
+        _ program: String,
+        _ arguments: [String],
+        input: String,
+        _ counter: BrokerReceivedCounter,
+        before: () -> Void = {}
+    ) async throws -> Row {
         var runs: [Row] = []
         for _ in 0..<max(1, configuration.rounds) {
             before()
-            runs.append(try timeCommand(name, program, arguments, input: input))
+            let receivedBefore = await counter.settledCount()
+            var run = try timeCommand(name, program, arguments, input: input)
+            if let receivedBefore, let receivedAfter = await counter.settledCount() {
+                run.delivered = receivedAfter - receivedBefore
+            }
+            runs.append(run)
         }
         runs.sort { $0.seconds < $1.seconds }
         var row = runs[runs.count / 2]
         row.note = "median of \(runs.count): " + runs.map { String(format: "%.2f s", $0.seconds) }.joined(separator: ", ")
+        if runs.contains(where: { $0.delivered != nil }) {
+            row.note += "; reached the broker: " + runs.map { $0.delivered.map(String.init) ?? "?" }.joined(separator: ", ")
+        }
         return row
     }
 
@@ -280,6 +323,55 @@ struct ClientBench {
         let text = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
         let pages = text.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}
+
+/// The broker's count of PUBLISH packets received, as it publishes it on
+/// `$SYS/broker/publish/messages/received` every `sys_interval` (mosquitto).
+actor BrokerReceivedCounter {
+    private let client: MQTTClient
+    private var reading: Task<Void, Never>?
+    private var latest: Int?
+    /// How long a value takes to be fresh: two publishing intervals of one second.
+    private let settle = Duration.milliseconds(2_200)
+
+    private init(client: MQTTClient) {
+        self.client = client
+    }
+
+    /// Subscribes to the count; a broker that does not publish it gives counts of `nil`.
+    static func start(host: String, port: Int, logger: Logger) async throws -> BrokerReceivedCounter {
+        let client = MQTTClient(
+            configuration: MQTTClient.Configuration(host: host, port: port, clientIdentifier: "databus-bench-counter", protocolVersion: .v3_1_1),
+            logger: logger
+        )
+        try await client.connect()
+        let counter = BrokerReceivedCounter(client: client)
+        let messages = try await client.subscribe(to: "$SYS/broker/publish/messages/received", qos: .atMostOnce)
+        await counter.read(messages)
+        return counter
+    }
+
+    private func read(_ messages: MQTTMessages) {
+        reading = Task {
+            for await message in messages {
+                if let value = Int(message.payloadString.trimmingCharacters(in: .whitespaces)) { self.record(value) }
+            }
+        }
+    }
+
+    private func record(_ value: Int) { latest = value }
+
+    /// The count once the broker has published it again after now (everything it received
+    /// before this call is in it); `nil` when it never said.
+    func settledCount() async -> Int? {
+        try? await Task.sleep(for: settle)
+        return latest
+    }
+
+    func stop() async {
+        reading?.cancel()
+        await client.disconnect()
     }
 }
 

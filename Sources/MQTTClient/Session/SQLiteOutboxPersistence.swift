@@ -65,20 +65,32 @@ public final class SQLiteOutboxPersistence: OutboxPersistence {
     }
 
     public func loadEntries() throws -> [OutboxEntry] {
-        try database.read { database in
-            try Row.fetchAll(database, sql: "SELECT sequence, publish, state, packetIdentifier, reasonCode FROM outbox ORDER BY sequence")
-                .map(Self.entry(from:))
-        }
+        try loadEntries(after: 0, limit: -1)
     }
 
+    /// Reads entries in order with the statement's columns taken by position (a refill of a
+    /// long backlog reads thousands at a time).
     public func loadEntries(after sequence: UInt64, limit: Int) throws -> [OutboxEntry] {
         try database.read { database in
-            try Row.fetchAll(
-                database,
-                sql: "SELECT sequence, publish, state, packetIdentifier, reasonCode FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?",
-                arguments: [Int64(bitPattern: sequence), limit]
+            let select = try database.cachedStatement(
+                sql: "SELECT sequence, publish, state, packetIdentifier, reasonCode FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?"
             )
-            .map(Self.entry(from:))
+            let statement = select.sqliteStatement
+            sqlite3_reset(statement)
+            defer { sqlite3_reset(statement) }
+            sqlite3_bind_int64(statement, 1, Int64(bitPattern: sequence))
+            sqlite3_bind_int64(statement, 2, Int64(limit))
+            var entries: [OutboxEntry] = []
+            if limit > 0 { entries.reserveCapacity(limit) }
+            while true {
+                let code = sqlite3_step(statement)
+                if code == SQLITE_DONE { break }
+                guard code == SQLITE_ROW else {
+                    throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(database.sqliteConnection)))
+                }
+                entries.append(try Self.entry(from: statement))
+            }
+            return entries
         }
     }
 
@@ -169,6 +181,7 @@ public final class SQLiteOutboxPersistence: OutboxPersistence {
     // MARK: Rows
 
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+    private static let allocator = ByteBufferAllocator()
 
     private static func step(_ statement: SQLiteStatement, _ database: Database) throws {
         let code = sqlite3_step(statement)
@@ -198,20 +211,33 @@ public final class SQLiteOutboxPersistence: OutboxPersistence {
         try MQTTPacket.publish(packet).write(to: &buffer, version: .v5)
     }
 
-    private static func entry(from row: Row) throws -> OutboxEntry {
-        let sequence = UInt64(bitPattern: row["sequence"] as Int64)
-        let data: Data = row["publish"]
-        var buffer = ByteBuffer(bytes: data)
-        guard case .publish(let packet)? = try MQTTPacket.read(from: &buffer, version: .v5) else {
+    /// The entry in the current row of `statement` (columns: sequence, publish, state, packetIdentifier, reasonCode).
+    private static func entry(from statement: SQLiteStatement) throws -> OutboxEntry {
+        let sequence = UInt64(bitPattern: sqlite3_column_int64(statement, 0))
+        let count = Int(sqlite3_column_bytes(statement, 1))
+        var buffer = allocator.buffer(capacity: count)
+        if let bytes = sqlite3_column_blob(statement, 1) {
+            buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: count))
+        }
+        let packet: MQTTPacket?
+        do {
+            packet = try MQTTPacket.read(from: &buffer, version: .v5)
+        } catch {
+            throw MQTTClientError(.persistenceFailed, "outbox entry \(sequence) is not a valid PUBLISH packet: \(error)")
+        }
+        guard case .publish(let packet)? = packet else {
             throw MQTTClientError(.persistenceFailed, "outbox entry \(sequence) is not a PUBLISH packet")
         }
-        let identifier = (row["packetIdentifier"] as Int?).map { UInt16(truncatingIfNeeded: $0) }
+        func optionalInteger(_ column: Int32) -> Int64? {
+            sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : sqlite3_column_int64(statement, column)
+        }
+        let identifier = optionalInteger(3).map { UInt16(truncatingIfNeeded: $0) }
         let state: OutboxEntry.State
-        switch (row["state"] as Int, identifier) {
+        switch (sqlite3_column_int64(statement, 2), identifier) {
         case (1, let identifier?):
             state = .published(packetIdentifier: identifier)
         case (2, let identifier?):
-            let code = (row["reasonCode"] as Int?).flatMap { ReasonCode(rawValue: UInt8(truncatingIfNeeded: $0)) } ?? .success
+            let code = optionalInteger(4).flatMap { ReasonCode(rawValue: UInt8(truncatingIfNeeded: $0)) } ?? .success
             state = .released(packetIdentifier: identifier, reasonCode: code)
         default:
             state = .queued

@@ -1,12 +1,19 @@
 import Dispatch
 import NIOConcurrencyHelpers
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Writes outbox changes to an ``OutboxPersistence`` on a thread of its own, many at a time.
 ///
 /// Group commit: changes handed over while a transaction runs wait for the next one, which
 /// takes all of them. A waiter is released by the first commit that covers its changes, and
-/// a commit starts as soon as the previous one ends: nothing waits for a timer or for
-/// changes handed over after its own. Loads run on the same thread after the changes handed
+/// a commit someone waits for starts as soon as the previous one ends: it waits for no timer
+/// and for no changes handed over after its own. Changes nobody waits for (removals of
+/// acknowledged messages) gather for up to ``gatheringTime`` first. Loads run on the same thread after the changes handed
 /// over before them are stored, so they see those changes.
 final class OutboxWriter: Sendable {
     typealias Submission = UInt64
@@ -103,8 +110,27 @@ final class OutboxWriter: Sendable {
         MQTTClientError(.persistenceFailed, "could not store the message in the outbox: \(description)")
     }
 
+    /// How long, at most, changes that nobody waits for gather before a transaction.
+    static let gatheringTime = Duration.milliseconds(2)
+
+    /// Lets changes that nobody waits for (removals of acknowledged messages, states of QoS 1
+    /// messages sent) gather for a moment, so that a fast drain stores hundreds of them per
+    /// transaction instead of a few: every transaction writes each page it touches again. New
+    /// messages, a waiter or a load end the wait at once, so no caller waits for it.
+    private func gatherUnwaitedChanges() {
+        let slice = 250
+        for _ in 0..<Int(Self.gatheringTime / .microseconds(slice)) {
+            let urgent = state.withLockedValue { state in
+                state.pending.isEmpty || !state.pending.appended.isEmpty || !state.waiters.isEmpty || !state.loads.isEmpty
+            }
+            if urgent { return }
+            usleep(UInt32(slice))
+        }
+    }
+
     private func drain() {
         while true {
+            gatherUnwaitedChanges()
             let taken = state.withLockedValue { state -> (changes: OutboxChanges, through: Submission, loads: [@Sendable () -> Void])? in
                 guard !state.pending.isEmpty || !state.loads.isEmpty || state.submitted != state.finished else {
                     state.running = false

@@ -75,6 +75,32 @@ struct ClientBench {
                     counter
                 )
             )
+            // A command that exits before delivering everything (mosquitto_pub -l -q 1 does) is
+            // timed again with both on only as many lines as it delivered: the same work.
+            if let mosquitto = rows.dropLast().last, let delivered = mosquitto.delivered, delivered > 0, delivered < configuration.messages {
+                let fewer = directory.appendingPathComponent("lines-\(delivered).txt").path
+                try Self.writeLines(count: delivered, size: configuration.size, to: fewer)
+                rows.append(
+                    try await median(
+                        "mosquitto_pub -l -q \(qos), \(delivered) lines",
+                        configuration.mosquittoPub,
+                        target + ["-l", "-q", "\(qos)"],
+                        input: fewer,
+                        lines: delivered,
+                        counter
+                    )
+                )
+                rows.append(
+                    try await median(
+                        "databus pub -l -q \(qos), \(delivered) lines",
+                        configuration.executable,
+                        ["pub"] + target + ["-l", "-q", "\(qos)"],
+                        input: fewer,
+                        lines: delivered,
+                        counter
+                    )
+                )
+            }
         }
         let outboxFile = directory.appendingPathComponent("pub-outbox.sqlite").path
         rows.append(
@@ -123,6 +149,7 @@ struct ClientBench {
         _ program: String,
         _ arguments: [String],
         input: String,
+        lines: Int? = nil,
         _ counter: BrokerReceivedCounter,
         before: () -> Void = {}
     ) async throws -> Row {
@@ -130,7 +157,7 @@ struct ClientBench {
         for _ in 0..<max(1, configuration.rounds) {
             before()
             let receivedBefore = await counter.settledCount()
-            var run = try timeCommand(name, program, arguments, input: input)
+            var run = try timeCommand(name, program, arguments, input: input, lines: lines ?? configuration.messages)
             if let receivedBefore, let receivedAfter = await counter.settledCount() {
                 run.delivered = receivedAfter - receivedBefore
             }
@@ -145,7 +172,7 @@ struct ClientBench {
         return row
     }
 
-    private func timeCommand(_ name: String, _ program: String, _ arguments: [String], input: String) throws -> Row {
+    private func timeCommand(_ name: String, _ program: String, _ arguments: [String], input: String, lines: Int) throws -> Row {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: program.contains("/") ? program : "/usr/bin/env")
         process.arguments = program.contains("/") ? arguments : [program] + arguments
@@ -159,7 +186,7 @@ struct ClientBench {
         guard process.terminationStatus == 0 else {
             throw BenchFailure("\(name) exited with \(process.terminationStatus)")
         }
-        return Row(name: name, messages: configuration.messages, seconds: elapsed.seconds, cpuSeconds: Self.childrenCPUSeconds() - cpuBefore)
+        return Row(name: name, messages: lines, seconds: elapsed.seconds, cpuSeconds: Self.childrenCPUSeconds() - cpuBefore)
     }
 
     // MARK: The outbox in this process

@@ -37,7 +37,7 @@ extension MQTTClient {
         var requestProperties = properties
         requestProperties.set(.responseTopic(responseTopic))
         requestProperties.set(.correlationData(correlation))
-        let ticket = try enqueue(topic: topic, payload: payload, qos: qos, properties: requestProperties)
+        let ticket = try await enqueue(topic: topic, payload: payload, qos: qos, properties: requestProperties)
         let clock = self.clock
         let reply: MQTTMessage? = try await withThrowingTaskGroup(of: MQTTMessage?.self) { group in
             group.addTask {

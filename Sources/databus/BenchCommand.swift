@@ -17,6 +17,10 @@ struct BenchCommand: AsyncParsableCommand {
               ingest  --publishers N simulated cameras publish seed-format detections (QoS 1) to a running
                       LPR server and wait for each detection/ack: detections stored and acked per second,
                       publish -> ack latency (--inflight: detections waiting per camera; --rate per camera)
+              client  the client side, against a running broker: `mosquitto_pub -l` and `databus pub -l` at
+                      QoS 1 and 0 (and `databus pub -l --outbox`) on the same --messages lines of --size bytes,
+                      each --rounds times (median); MQTTClient into and through a SQLite outbox at QoS 1; a
+                      --backlog stored while offline and drained to the broker, with this process's RSS
             Every payload carries its send time and a sequence number: latency goes into an HDR \
             histogram; lost, duplicated and reordered messages are counted. With --broker-pid the \
             broker's CPU and RSS are read from /proc. Prints a table, then one JSON line.
@@ -27,10 +31,11 @@ struct BenchCommand: AsyncParsableCommand {
               databus bench fanin --qos 1 --rate 1000 --publishers 8    # latency at 8,000 msg/s
               databus bench conns --connections 10000 --broker-pid 1234
               databus bench ingest --publishers 20 --duration 10 --server-pid $(pidof databus)
+              databus bench client --port 1883 --messages 100000 --size 80 --backlog 360000
             """
     )
 
-    @Argument(help: "fanin, fanout, pairs, conns or ingest.")
+    @Argument(help: "fanin, fanout, pairs, conns, ingest or client.")
     var scenario: String
 
     @Option(name: .customLong("host"), help: "Broker host.")
@@ -87,12 +92,27 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Client key file (PEM) for TLS.")
     var key: String?
 
+    @Option(help: "Lines (and outbox messages) per run (client).")
+    var messages = 100_000
+
+    @Option(help: "Messages stored while offline, then drained (client).")
+    var backlog = 360_000
+
+    @Option(help: "Runs per command, the median reported (client).")
+    var rounds = 2
+
     @Flag(help: "Print only the JSON line.")
     var json = false
 
     func validate() throws {
-        guard BenchConfiguration.Scenario(rawValue: scenario) != nil else {
-            throw ValidationError("unknown scenario \(scenario); use fanin, fanout, pairs, conns or ingest")
+        guard scenario == "client" || BenchConfiguration.Scenario(rawValue: scenario) != nil else {
+            throw ValidationError("unknown scenario \(scenario); use fanin, fanout, pairs, conns, ingest or client")
+        }
+        if scenario == "client" {
+            guard size >= 1, messages >= 1, backlog >= 1, rounds >= 1 else {
+                throw ValidationError("--size, --messages, --backlog and --rounds must be at least 1")
+            }
+            return
         }
         guard (0...2).contains(qos) else { throw ValidationError("--qos must be 0, 1 or 2") }
         guard size >= BenchConfiguration.minimumSize else { throw ValidationError("--size must be at least \(BenchConfiguration.minimumSize)") }
@@ -107,6 +127,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         if scenario == "ingest" { return try await runIngest() }
+        if scenario == "client" { return try await runClient() }
         var configuration = BenchConfiguration()
         configuration.scenario = BenchConfiguration.Scenario(rawValue: scenario)!
         configuration.host = host
@@ -151,6 +172,25 @@ struct BenchCommand: AsyncParsableCommand {
             let report = try await IngestBench(configuration: configuration).run()
             if !json { print(report.table) }
             print(report.jsonLine)
+        } catch {
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    /// The client scenario.
+    private func runClient() async throws {
+        var configuration = ClientBench.Configuration()
+        configuration.host = host
+        configuration.port = port
+        configuration.messages = messages
+        configuration.size = size
+        configuration.backlog = backlog
+        configuration.rounds = rounds
+        do {
+            let report = try await ClientBench(configuration: configuration).run()
+            if !json { print(report.table) }
+            print(report.json)
         } catch {
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             throw ExitCode.failure

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DequeModule
 import Foundation
 import MQTTClient
 import MQTTCore
@@ -145,8 +146,8 @@ struct PubCommand: AsyncParsableCommand {
             if let single {
                 try await publisher.publish(single)
             } else {
-                for try await line in StandardInput.lines() {
-                    try await publisher.publish(ByteBuffer(bytes: line), waitForResult: false)
+                for try await lines in StandardInput.lineBatches() {
+                    try await publisher.publish(lines)
                 }
             }
             try await publisher.waitForAll()
@@ -166,6 +167,9 @@ struct PubCommand: AsyncParsableCommand {
 
 /// Hands messages to the client and checks their acknowledgements, keeping a bounded number
 /// waiting so that a long standard input flows through without filling the outbox.
+///
+/// Lines go to the client in batches (``MQTTClient/enqueue(batch:)``): one call and one
+/// waiter per batch, not per line.
 private final class Publisher {
     let client: MQTTClient
     let topic: String
@@ -173,8 +177,8 @@ private final class Publisher {
     let retain: Bool
     let properties: Properties
     let console: ClientConsole
-    private var waiting: [PublishTicket] = []
-    private var firstWaiting = 0
+    private var waiting = Deque<(ticket: PublishBatchTicket, count: Int)>()
+    private var waitingMessages = 0
     private(set) var refused = 0
 
     /// The most messages handed over and not yet acknowledged.
@@ -189,28 +193,38 @@ private final class Publisher {
         self.console = console
     }
 
-    func publish(_ payload: ByteBuffer, waitForResult: Bool = true) async throws {
-        waiting.append(try await client.enqueue(topic: topic, payload: payload, qos: qos, retain: retain, properties: properties))
-        let limit = waitForResult ? 0 : Self.window
-        while waiting.count - firstWaiting > limit { try await checkOldest() }
+    /// Publishes one message and waits for its acknowledgement.
+    func publish(_ payload: ByteBuffer) async throws {
+        try await publish([payload])
+        try await waitForAll()
+    }
+
+    /// Hands a batch of messages over; waits while more than ``window`` are unacknowledged.
+    func publish(_ payloads: [ByteBuffer]) async throws {
+        let messages = payloads.map {
+            MQTTClient.OutgoingMessage(topic: topic, payload: $0, qos: qos, retain: retain, properties: properties)
+        }
+        waiting.append((try await client.enqueue(batch: messages), messages.count))
+        waitingMessages += messages.count
+        while waitingMessages > Self.window { try await checkOldest() }
     }
 
     func waitForAll() async throws {
-        while firstWaiting < waiting.count { try await checkOldest() }
+        while !waiting.isEmpty { try await checkOldest() }
     }
 
     private func checkOldest() async throws {
-        let ticket = waiting[firstWaiting]
-        firstWaiting += 1
-        if firstWaiting > 4_096 {
-            waiting.removeFirst(firstWaiting)
-            firstWaiting = 0
-        }
-        let result = try await ticket.result()
-        if !result.isSuccess {
+        guard let oldest = waiting.popFirst() else { return }
+        let ticket = oldest.ticket
+        waitingMessages -= oldest.count
+        for (offset, outcome) in try await ticket.results().enumerated() {
+            let result = try outcome.get()
+            guard !result.isSuccess else { continue }
             refused += 1
             let reason = result.properties.reasonString.map { " (\($0))" } ?? ""
-            console.error("Error: the broker refused message \(ticket.sequence) on \(topic): \(result.reasonCode)\(reason).")
+            console.error(
+                "Error: the broker refused message \(ticket.sequences.lowerBound + UInt64(offset)) on \(topic): \(result.reasonCode)\(reason)."
+            )
         }
     }
 }

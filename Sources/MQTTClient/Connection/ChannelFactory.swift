@@ -4,14 +4,16 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-/// Opens the TCP (and TLS) connection with the MQTT codec in its pipeline.
+/// Opens the TCP (and TLS) connection on the client's event loop, with the MQTT decoder in its
+/// pipeline; the client writes encoded bytes itself (many packets in one buffer).
 enum ChannelFactory {
     static func connect(
         configuration: MQTTClient.Configuration,
-        eventLoopGroup: any EventLoopGroup,
+        eventLoop: any EventLoop,
+        events: ConnectionEvents,
+        deliver: @escaping @Sendable (ConnectionEvent) -> Void,
         logger: Logger
-    ) async throws -> (channel: any Channel, events: AsyncStream<ConnectionEvent>) {
-        let (events, continuation) = AsyncStream.makeStream(of: ConnectionEvent.self)
+    ) async throws -> any Channel {
         let sslContext: NIOSSLContext?
         let serverHostname: String?
         if let tls = configuration.tls {
@@ -29,7 +31,7 @@ enum ChannelFactory {
         let version = configuration.protocolVersion
         let maximumPacketSize = configuration.maximumPacketSize.map(Int.init) ?? maximumVariableByteInteger + 5
         let pin = configuration.tls?.pinnedServerCertificateSHA256
-        let bootstrap = ClientBootstrap(group: eventLoopGroup)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -41,17 +43,16 @@ enum ChannelFactory {
                     try pipeline.addHandler(
                         ByteToMessageHandler(MQTTPacketDecoder(version: version, maximumPacketSize: maximumPacketSize))
                     )
-                    try pipeline.addHandler(MessageToByteHandler(MQTTPacketEncoder(version: version)))
                     try pipeline.addHandler(
-                        ConnectionHandler(events: continuation, usesTLS: sslContext != nil, pinnedCertificateSHA256: pin)
+                        ConnectionHandler(events: events, deliver: deliver, usesTLS: sslContext != nil, pinnedCertificateSHA256: pin)
                     )
                 }
             }
         do {
             let channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
-            return (channel, events)
+            return channel
         } catch {
-            continuation.finish()
+            events.finish()
             throw error
         }
     }

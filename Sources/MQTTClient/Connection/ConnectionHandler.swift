@@ -8,7 +8,8 @@ import NIOTLS
 enum ConnectionEvent: Sendable {
     /// TCP is up, and TLS too with the certificate pin checked: CONNECT may be sent.
     case ready
-    case packet(MQTTPacket)
+    /// The packets of one read, in order.
+    case packets([MQTTPacket])
     /// The channel can take writes again after it was full.
     case writable
     /// The channel closed; the reason when the channel knows one.
@@ -26,19 +27,24 @@ struct ConnectTimeoutEvent: Sendable {
 final class ConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = MQTTPacket
 
-    private let events: AsyncStream<ConnectionEvent>.Continuation
+    private let events: ConnectionEvents
+    /// Hands an event to the client, on this event loop (see ``MQTTClient/connectionEvent(_:on:)``).
+    private let deliver: (ConnectionEvent) -> Void
     private let usesTLS: Bool
     private let pinnedCertificateSHA256: [UInt8]?
     private var closeReason: DisconnectReason?
+    /// Packets of the read in progress, handed over together when it completes.
+    private var batch: [MQTTPacket] = []
 
-    init(events: AsyncStream<ConnectionEvent>.Continuation, usesTLS: Bool, pinnedCertificateSHA256: [UInt8]?) {
+    init(events: ConnectionEvents, deliver: @escaping (ConnectionEvent) -> Void, usesTLS: Bool, pinnedCertificateSHA256: [UInt8]?) {
         self.events = events
+        self.deliver = deliver
         self.usesTLS = usesTLS
         self.pinnedCertificateSHA256 = pinnedCertificateSHA256
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if !usesTLS { events.yield(.ready) }
+        if !usesTLS { deliver(.ready) }
         context.fireChannelActive()
     }
 
@@ -46,14 +52,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent {
             if let pin = pinnedCertificateSHA256 {
                 let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
-                let digest = (try? certificate?.toDERBytes()).map(SHA256.hash)
+                let digest = (try? certificate?.toDERBytes()).map(MQTTClient.TLS.sha256(ofCertificate:))
                 guard digest == pin else {
                     closeReason = .connectionFailed("the broker's certificate does not match the pinned SHA-256")
                     context.close(promise: nil)
                     return
                 }
             }
-            events.yield(.ready)
+            deliver(.ready)
         } else if let timeout = event as? ConnectTimeoutEvent {
             closeReason = closeReason ?? .connectionFailed("no CONNACK within \(timeout.timeout)")
             context.close(promise: nil)
@@ -62,11 +68,22 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        events.yield(.packet(unwrapInboundIn(data)))
+        batch.append(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        yieldBatch()
+        context.fireChannelReadComplete()
+    }
+
+    private func yieldBatch() {
+        guard !batch.isEmpty else { return }
+        deliver(.packets(batch))
+        batch.removeAll(keepingCapacity: true)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { events.yield(.writable) }
+        if context.channel.isWritable { deliver(.writable) }
         context.fireChannelWritabilityChanged()
     }
 
@@ -83,7 +100,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        events.yield(.closed(closeReason))
+        yieldBatch()
+        deliver(.closed(closeReason))
         events.finish()
         context.fireChannelInactive()
     }

@@ -1,3 +1,4 @@
+import Crypto
 import NIOCore
 import NIOSSL
 
@@ -59,6 +60,11 @@ extension MQTTClient {
                 bytes.append(byte)
             }
             return bytes
+        }
+
+        /// The SHA-256 of a certificate (DER), as ``pinnedServerCertificateSHA256`` holds it (swift-crypto).
+        static func sha256(ofCertificate der: [UInt8]) -> [UInt8] {
+            Array(SHA256.hash(data: der))
         }
 
         /// Builds the NIOSSL context; reads the files each time, so renewed certificates are picked up.

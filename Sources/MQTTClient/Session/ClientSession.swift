@@ -134,7 +134,7 @@ struct ClientSession {
             var requeue: [UInt64] = []
             for (identifier, sequence) in inflight {
                 packetIdentifiers.release(identifier)
-                if case .released(_, let reasonCode) = outbox.entries[sequence]?.state {
+                if case .released(_, let reasonCode) = outbox[sequence]?.state {
                     outbox.remove(sequence: sequence)
                     actions.append(.publishCompleted(sequence: sequence, .success(PublishResult(reasonCode: reasonCode))))
                 } else {
@@ -288,17 +288,38 @@ struct ClientSession {
 
     /// Handles a packet from the broker (not CONNACK or PINGRESP, which the client handles).
     mutating func receive(_ packet: MQTTPacket) -> [Action] {
+        var actions: [Action] = []
+        receive(packet, into: &actions)
+        return actions
+    }
+
+    /// Handles a packet from the broker, adding what to do to `actions` (no array per packet
+    /// on the hot path: a burst of PUBACKs fills one).
+    mutating func receive(_ packet: MQTTPacket, into actions: inout [Action]) {
+        if case .puback(let ack) = packet {
+            guard let sequence = inflight[ack.packetIdentifier], outbox[sequence]?.qos == .atLeastOnce else {
+                return  // A late duplicate: nothing waits for it.
+            }
+            actions.append(
+                complete(sequence, identifier: ack.packetIdentifier, PublishResult(reasonCode: ack.reasonCode, properties: ack.properties))
+            )
+            return
+        }
+        actions += decide(packet)
+    }
+
+    private mutating func decide(_ packet: MQTTPacket) -> [Action] {
         switch packet {
         case .publish(let publish):
             return receivePublish(publish)
         case .puback(let ack):
-            guard let sequence = inflight[ack.packetIdentifier], outbox.entries[sequence]?.qos == .atLeastOnce else {
+            guard let sequence = inflight[ack.packetIdentifier], outbox[sequence]?.qos == .atLeastOnce else {
                 return []  // A late duplicate: nothing waits for it.
             }
             return [complete(sequence, identifier: ack.packetIdentifier, PublishResult(reasonCode: ack.reasonCode, properties: ack.properties))]
         case .pubrec(let rec):
             let identifier = rec.packetIdentifier
-            guard let sequence = inflight[identifier], let entry = outbox.entries[sequence], entry.qos == .exactlyOnce else {
+            guard let sequence = inflight[identifier], let entry = outbox[sequence], entry.qos == .exactlyOnce else {
                 let code: ReasonCode = version == .v5 ? .packetIdentifierNotFound : .success
                 return [.send(.pubrel(PubRelPacket(packetIdentifier: identifier, reasonCode: code)))]
             }
@@ -309,7 +330,7 @@ struct ClientSession {
             return [.send(.pubrel(PubRelPacket(packetIdentifier: identifier)))]
         case .pubcomp(let comp):
             guard let sequence = inflight[comp.packetIdentifier],
-                case .released(_, let recCode) = outbox.entries[sequence]?.state
+                case .released(_, let recCode) = outbox[sequence]?.state
             else { return [] }
             let code = comp.reasonCode == .success ? recCode : comp.reasonCode
             return [complete(sequence, identifier: comp.packetIdentifier, PublishResult(reasonCode: code, properties: comp.properties))]
@@ -424,6 +445,9 @@ struct ClientSession {
         [.close(version == .v5 ? DisconnectPacket(reasonCode: code) : nil, .protocolError(why))]
     }
 
-    /// Persistence failures since the last call, for the client to log.
-    mutating func takePersistenceFailures() -> [String] { outbox.takePersistenceFailures() }
+    /// What the outbox changed since the last call, for the persistence.
+    mutating func takeOutboxChanges() -> OutboxChanges { outbox.takeChanges() }
+
+    /// Brings messages the outbox kept only in the store back into memory.
+    mutating func refillOutbox(with entries: [OutboxEntry]) { outbox.refill(with: entries) }
 }

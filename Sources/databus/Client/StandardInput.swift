@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -19,17 +20,24 @@ enum StandardInput {
     /// The lines of standard input as they arrive, without their `\n` (a `\r` stays, as in
     /// mosquitto_pub); a last line without `\n` counts too.
     ///
-    /// A thread of its own reads, at most `buffered` lines ahead of the consumer, so a fast
-    /// producer does not fill memory while the broker is slow or away.
-    static func lines(buffered: Int = 1_000) -> InputLines {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [UInt8].self)
-        let room = DispatchSemaphore(value: buffered)
+    /// Lines come in batches: every line a read brought in that is complete, at most
+    /// `maximumLines` a batch, each a slice of the block read (no copy per line). A thread of
+    /// its own reads, at most `readAhead` batches ahead of the consumer, so a fast producer
+    /// does not fill memory while the broker is slow or away.
+    static func lineBatches(maximumLines: Int = 256, readAhead: Int = 2) -> LineBatches {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [ByteBuffer].self)
+        let room = DispatchSemaphore(value: readAhead)
         let thread = Thread {
-            var reader = FileDescriptorReader(descriptor: 0)
+            var reader = LineBlockReader(descriptor: 0)
             do {
-                while let line = try reader.readLine() {
-                    room.wait()
-                    if case .terminated = continuation.yield(line) { return }
+                while let lines = try reader.readLines() {
+                    var start = 0
+                    while start < lines.count {
+                        let end = min(start + maximumLines, lines.count)
+                        room.wait()
+                        if case .terminated = continuation.yield(Array(lines[start..<end])) { return }
+                        start = end
+                    }
                 }
                 continuation.finish()
             } catch {
@@ -37,32 +45,97 @@ enum StandardInput {
             }
         }
         thread.start()
-        return InputLines(stream: stream, room: room)
+        return LineBatches(stream: stream, room: room)
     }
 }
 
-/// Lines read ahead by a thread; taking one makes room for the next.
-struct InputLines: AsyncSequence {
-    typealias Element = [UInt8]
+/// Batches of lines read ahead by a thread; taking one makes room for another.
+struct LineBatches: AsyncSequence {
+    typealias Element = [ByteBuffer]
 
-    let stream: AsyncThrowingStream<[UInt8], any Error>
+    let stream: AsyncThrowingStream<[ByteBuffer], any Error>
     let room: DispatchSemaphore
 
     struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
+        var base: AsyncThrowingStream<[ByteBuffer], any Error>.AsyncIterator
         let room: DispatchSemaphore
 
-        mutating func next() async throws -> [UInt8]? {
-            let line = try await base.next()
-            if line != nil { room.signal() }
-            return line
+        mutating func next() async throws -> [ByteBuffer]? {
+            let lines = try await base.next()
+            if lines != nil { room.signal() }
+            return lines
         }
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: stream.makeAsyncIterator(), room: room) }
 }
 
-/// Reads a file descriptor in blocks; `readLine` splits at `\n`.
+/// Reads a file descriptor in blocks and cuts each block's complete lines out as slices; a
+/// line cut by the end of a block is carried into the next one.
+struct LineBlockReader {
+    let descriptor: Int32
+    private var carried = ByteBuffer()
+    private var ended = false
+    static let blockSize = 65_536
+
+    init(descriptor: Int32) { self.descriptor = descriptor }
+
+    /// The complete lines of the next read (the last line without `\n` at the end of input);
+    /// `nil` at the end of input.
+    mutating func readLines() throws -> [ByteBuffer]? {
+        while !ended {
+            var block = ByteBuffer()
+            block.reserveCapacity(Self.blockSize + carried.readableBytes)
+            block.writeImmutableBuffer(carried)
+            let searchFrom = carried.readableBytes
+            carried = ByteBuffer()
+            let count = try Self.readBlock(descriptor, into: &block)
+            if count == 0 {
+                ended = true
+                guard block.readableBytes > 0 else { return nil }
+                return [block]
+            }
+            var lines: [ByteBuffer] = []
+            var lineStart = block.readerIndex
+            let found = block.withUnsafeReadableBytes { bytes -> [Int] in
+                var newlines: [Int] = []
+                var index = searchFrom
+                while index < bytes.count {
+                    guard let pointer = memchr(bytes.baseAddress! + index, 0x0A, bytes.count - index) else { break }
+                    let offset = bytes.baseAddress!.distance(to: UnsafeRawPointer(pointer))
+                    newlines.append(offset)
+                    index = offset + 1
+                }
+                return newlines
+            }
+            lines.reserveCapacity(found.count)
+            for newline in found {
+                lines.append(block.getSlice(at: lineStart, length: newline - lineStart)!)
+                lineStart = newline + 1
+            }
+            if lineStart < block.writerIndex {
+                carried = block.getSlice(at: lineStart, length: block.writerIndex - lineStart)!
+            }
+            if !lines.isEmpty { return lines }
+        }
+        return nil
+    }
+
+    private static func readBlock(_ descriptor: Int32, into block: inout ByteBuffer) throws -> Int {
+        while true {
+            var result = 0
+            block.writeWithUnsafeMutableBytes(minimumWritableBytes: blockSize) { bytes in
+                result = read(descriptor, bytes.baseAddress, bytes.count)
+                return max(0, result)
+            }
+            if result >= 0 { return result }
+            if errno == EINTR { continue }
+            throw FileDescriptorReader.ReadError(description: "cannot read standard input: \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// Reads a file descriptor in blocks, to its end (`-s`).
 struct FileDescriptorReader {
     struct ReadError: Error, CustomStringConvertible {
         let description: String
@@ -100,24 +173,5 @@ struct FileDescriptorReader {
     mutating func readToEnd() throws -> [UInt8] {
         while try fill() {}
         return Array(buffer[start...])
-    }
-
-    mutating func readLine() throws -> [UInt8]? {
-        var searchFrom = start
-        while true {
-            if let newline = buffer[searchFrom...].firstIndex(of: UInt8(ascii: "\n")) {
-                let line = Array(buffer[start..<newline])
-                start = newline + 1
-                return line
-            }
-            let scanned = buffer.count - start
-            guard try fill() else {
-                guard start < buffer.count else { return nil }
-                let line = Array(buffer[start...])
-                start = buffer.count
-                return line
-            }
-            searchFrom = start + scanned
-        }
     }
 }

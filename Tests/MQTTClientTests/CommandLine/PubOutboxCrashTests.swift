@@ -7,12 +7,23 @@ import Testing
 
 /// Fault test: the publishing process killed with SIGKILL mid-stream, and restarted with the
 /// same SQLite outbox.
-@Suite("databus pub --outbox survives SIGKILL", .serialized, .timeLimit(.minutes(2)))
+@Suite("databus pub --outbox survives SIGKILL", .serialized, .timeLimit(.minutes(3)))
 struct PubOutboxCrashTests {
-    static let total = 3_000
-
     @Test("numbered QoS 1 lines all arrive although databus pub --outbox is killed with SIGKILL twice mid-stream")
     func killedPublisher() async throws {
+        try await Self.killTwice(total: 6_000, killAfter: [600, 1_800], minimumKept: 100)
+    }
+
+    @Test("100,000 numbered QoS 1 lines at full speed all arrive although databus pub --outbox is killed with SIGKILL twice")
+    func killedPublisherAtSpeed() async throws {
+        try await Self.killTwice(total: 100_000, killAfter: [20_000, 60_000], minimumKept: 100)
+    }
+
+    /// Publishes `total` numbered lines through `databus pub -l -q 1 --outbox`, kills it with
+    /// SIGKILL once the subscriber has `killAfter[i]` distinct numbers (the broker paused just
+    /// before, so messages pile up in the outbox), restarts it on the rest of the input with the
+    /// same outbox, and checks that every number arrives.
+    static func killTwice(total: Int, killAfter kills: [Int], minimumKept: Int) async throws {
         try await Mosquitto.with(extraConfiguration: "max_queued_messages 0") { broker in
             try await CommandRunner.with { runner in
                 let outbox = runner.directory.file("camera-1-outbox.sqlite")
@@ -30,10 +41,10 @@ struct PubOutboxCrashTests {
                     ]
                     var next = 0
                     var keptAtKills: [Int] = []
-                    for killAfter in [600, 1_800] {
+                    for killAfter in kills {
                         // Standard input holds the lines not handed to a publisher before.
-                        let publisher = try runner.databus(flags, input: Self.lines(next..<Self.total))
-                        try await withDeadline(.seconds(20), "\(killAfter) messages before the kill") {
+                        let publisher = try runner.databus(flags, input: Self.lines(next..<total))
+                        try await withDeadline(.seconds(60), "\(killAfter) messages before the kill") {
                             while await counts.distinct < killAfter { try await Task.sleep(for: .milliseconds(1)) }
                         }
                         // The broker stops answering, so messages pile up unacknowledged in the
@@ -49,17 +60,17 @@ struct PubOutboxCrashTests {
                         // the next publisher reads the lines after it.
                         let kept = try Self.outboxNumbers(outbox)
                         keptAtKills.append(kept.count)
-                        #expect(kept.count >= 100, "only \(kept.count) messages were waiting in the outbox at the kill")
+                        #expect(kept.count >= minimumKept, "only \(kept.count) messages were waiting in the outbox at the kill")
                         next = max(await counts.highest, kept.max() ?? -1) + 1
-                        #expect(next < Self.total, "the publisher had read everything before the kill: not mid-stream")
+                        #expect(next < total, "the publisher had read everything before the kill: not mid-stream")
                     }
-                    let last = try runner.databus(flags, input: Self.lines(next..<Self.total))
-                    let finished = await last.finish(timeout: .seconds(20))
+                    let last = try runner.databus(flags, input: Self.lines(next..<total))
+                    let finished = await last.finish(timeout: .seconds(60))
                     #expect(finished.status == 0, "\(finished.error)")
-                    try await withDeadline(.seconds(10), "all \(Self.total) numbers at the subscriber") {
-                        while await counts.distinct < Self.total { try await Task.sleep(for: .milliseconds(10)) }
+                    try await withDeadline(.seconds(30), "all \(total) numbers at the subscriber") {
+                        while await counts.distinct < total { try await Task.sleep(for: .milliseconds(10)) }
                     }
-                    let missing = await counts.missing(upTo: Self.total)
+                    let missing = await counts.missing(upTo: total)
                     let duplicates = await counts.duplicates
                     #expect(missing.isEmpty, "missing \(missing.count): \(missing.prefix(20))")
                     #expect(try Self.outboxNumbers(outbox).isEmpty, "the outbox is empty once everything was acknowledged")

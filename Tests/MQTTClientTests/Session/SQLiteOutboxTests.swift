@@ -1,4 +1,5 @@
 import DatabusTestSupport
+import Foundation
 import MQTTCore
 import NIOCore
 import Testing
@@ -46,11 +47,12 @@ struct SQLiteOutboxTests {
         let directory = try TemporaryDirectory(prefix: "databus-sqlite-outbox")
         defer { directory.remove() }
         let path = directory.file("outbox.sqlite")
+        let store = try SQLiteOutboxPersistence(path: path)
         var first = ClientSession(
             version: .v5,
             receiveMaximum: 10,
             topicAliasMaximum: 0,
-            outbox: OutboxConfiguration(persistence: try SQLiteOutboxPersistence(path: path))
+            outbox: OutboxConfiguration(persistence: store)
         )
         for payload in ["a", "b", "c"] {
             _ = try first.enqueue(topic: "t", payload: ByteBuffer(string: payload), qos: .exactlyOnce, retain: false, properties: [])
@@ -58,7 +60,8 @@ struct SQLiteOutboxTests {
         _ = first.connected(ConnAckPacket(properties: [.receiveMaximum(2)]))
         while first.nextOutgoing() != nil {}
         _ = first.receive(.pubrec(PubRecPacket(packetIdentifier: 1)))
-        #expect(first.takePersistenceFailures().isEmpty)
+        // What the client's writer does with the session's changes (one transaction).
+        try store.apply(first.takeOutboxChanges())
 
         // The process dies here. A new one opens the same file.
         var second = ClientSession(
@@ -113,6 +116,29 @@ struct SQLiteOutboxTests {
                 }
                 #expect(try SQLiteOutboxPersistence(path: path).loadEntries().isEmpty)
             }
+        }
+    }
+
+    @Test("rows that do not hold a PUBLISH packet are reported as a persistence failure, and the rows before them still load")
+    func unreadableRows() async throws {
+        let directory = try TemporaryDirectory(prefix: "databus-sqlite-outbox")
+        defer { directory.remove() }
+        let path = directory.file("outbox.sqlite")
+        let store = try SQLiteOutboxPersistence(path: path)
+        try store.append(OutboxEntry(sequence: 1, topic: "t", payload: ByteBuffer(string: "fine"), qos: .atLeastOnce, retain: false, properties: []))
+        let sqlite = try #require(
+            ["/usr/bin/sqlite3", "/usr/local/bin/sqlite3"].first { FileManager.default.isExecutableFile(atPath: $0) },
+            "the sqlite3 command (Debian package sqlite3) writes the broken rows"
+        )
+        // A PUBLISH cut off in its length, an empty blob, and a reserved packet type.
+        for (sequence, blob) in [(2, "X'30FF'"), (3, "X''"), (4, "X'0102030405'")] {
+            let result = try await runProgram(sqlite, [path, "INSERT INTO outbox (sequence, publish, state) VALUES (\(sequence), \(blob), 0)"])
+            #expect(result.status == 0, "sqlite3 could not insert row \(sequence)")
+        }
+        #expect(try store.loadEntries(after: 0, limit: 1).map { String(buffer: $0.payload) } == ["fine"])
+        for after in [UInt64(0), 2, 3] {
+            let error = #expect(throws: MQTTClientError.self) { try store.loadEntries(after: after, limit: 10) }
+            #expect(error?.code == .persistenceFailed)
         }
     }
 }

@@ -47,8 +47,10 @@ extension APIRoutes {
         let priority = reader.oneOf(body, "priority", ControlCommand.Priority.allCases.map(\.rawValue), required: false)
         let timeout = reader.number(body, "timeout_seconds") ?? 10
         let longest = server.configuration.maximumCommandTimeout.seconds
-        if !(timeout > 0 && timeout <= longest) {
-            reader.fail("timeout_seconds", "must be more than 0 and at most \(Int(longest))")
+        // At least a second: a camera on a field network cannot answer sooner, and a shorter
+        // wait would only turn its answer into a timeout.
+        if !(timeout >= 1 && timeout <= longest) {
+            reader.fail("timeout_seconds", "must be at least 1 and at most \(Int(longest))")
         }
         do { try reader.check() } catch { throw APIError.invalid(error) }
         let outcome = try await server.sendCommand(

@@ -263,7 +263,7 @@ struct RESTAPITests {
                 let failed = try await client.call(.post, "/api/cameras/CAM001/control", json: ["command": "self_destruct"])
                 #expect(failed.status == .ok)
                 #expect(failed.object["status"] == "error")
-                let timedOut = try await client.call(.post, "/api/cameras/CAM001/control", json: ["command": "ignore", "timeout_seconds": 0.5])
+                let timedOut = try await client.call(.post, "/api/cameras/CAM001/control", json: ["command": "ignore", "timeout_seconds": 1])
                 #expect(timedOut.status == .gatewayTimeout)
                 #expect(timedOut.object["error"] == "timeout")
                 let messageID = try #require(timedOut.object["message_id"]?.stringValue)
@@ -282,7 +282,7 @@ struct RESTAPITests {
                 field: "timeout_seconds"
             )
             expectError(
-                try await client.call(.post, "/api/cameras/CAM001/control", json: ["command": "x", "timeout_seconds": 0]),
+                try await client.call(.post, "/api/cameras/CAM001/control", json: ["command": "x", "timeout_seconds": 0.5]),
                 .badRequest,
                 field: "timeout_seconds"
             )

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MQTTBroker
 import NIOConcurrencyHelpers
+import NIOCore
 import ServiceLifecycle
 import UnixSignals
 
@@ -59,6 +60,8 @@ struct BrokerCommand: AsyncParsableCommand {
         }
 
         let logger = BrokerLogging.bootstrap(configuration)
+        // Before anything uses the shared event loops.
+        if configuration.threads > 0 { NIOSingletons.groupLoopCountSuggestion = configuration.threads }
         let broker = MQTTBroker(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

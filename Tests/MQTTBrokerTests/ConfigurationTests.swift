@@ -47,6 +47,7 @@ struct ConfigurationTests {
             auto_id_prefix dbx-
             sys_interval 30
             set_tcp_nodelay false
+            threads 1
             log_type error
             log_type warning
             log_dest stdout
@@ -77,6 +78,7 @@ struct ConfigurationTests {
         #expect(configuration.autoIDPrefix == "dbx-")
         #expect(configuration.sysInterval == 30)
         #expect(configuration.setTCPNoDelay == false)
+        #expect(configuration.threads == 1)
         #expect(configuration.logTypes == [.error, .warning])
         #expect(configuration.logDestinations == [.stdout, .file("/var/log/databus/broker.log")])
         #expect(configuration.connectTimeout == 5)
@@ -241,6 +243,8 @@ struct ConfigurationTests {
             ("persistence_max_bytes", "lots"),
             ("persistence_max_bytes", "-1G"),
             ("backpressure", "sometimes"),
+            ("threads", "-1"),
+            ("threads", "many"),
         ]
     )
     func badValue(key: String, value: String) throws {

@@ -74,6 +74,10 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var sysInterval = 10
     /// We default to true; mosquitto defaults to false.
     public var setTCPNoDelay = true
+    /// Our key `threads N`: how many event loops serve connections (0, the default: one per
+    /// core). One loop keeps a message's way from publisher to subscriber on one thread — a
+    /// lower tail latency on a small machine, less throughput on a large one. Read at start.
+    public var threads = 0
     public var logTypes: Set<LogType> = [.error, .warning, .notice, .information]
     public var logDestinations: [LogDestination] = [.stderr]
     /// Our key `metrics_listener PORT [ADDRESS]`: Prometheus text at `/metrics`.

@@ -49,6 +49,10 @@ extension BrokerCore {
             ignored.append("sys_interval")
             applied.sysInterval = old.sysInterval
         }
+        if new.threads != old.threads {
+            ignored.append("threads")
+            applied.threads = old.threads
+        }
         configuration.replace(with: applied)
         let limits = configuration.sessionLimits
         for session in sessions.all { session.updateLimits(limits) }

@@ -26,6 +26,10 @@ public enum DetectionIntake {
         case rejected(Rejected)
     }
 
+    /// The largest detection taken (1 MiB): the seed's is about 1 KB, and a thumbnail embedded
+    /// in its metadata still fits.
+    public static let maximumPayloadBytes = 1 << 20
+
     /// Validates a detection and matches its plates against the watch-list.
     ///
     /// - Parameters:
@@ -41,6 +45,11 @@ public enum DetectionIntake {
         matcher: WatchlistMatcher,
         makeID: () -> String = { UUID().uuidString.lowercased() }
     ) -> Decision {
+        // A detection is about a kilobyte; one of megabytes is refused before it is parsed.
+        guard payload.count <= maximumPayloadBytes else {
+            let reason = "the message is \(payload.count) bytes; a detection may have \(maximumPayloadBytes) at most"
+            return .rejected(Rejected(cameraID: cameraID, messageID: nil, errors: [FieldError(path: "", reason: reason)]))
+        }
         let json: JSONObject
         do {
             json = try JSONObject.parse(payload)

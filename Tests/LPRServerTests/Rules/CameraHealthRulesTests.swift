@@ -147,6 +147,29 @@ struct DetectionIntakeTests {
             #expect(!rejection.errors.isEmpty)
         }
     }
+
+    @Test("a detection over 1 MiB is refused before it is parsed, naming its size; one just under is taken")
+    func oversize() {
+        func detection(padding: Int) -> [UInt8] {
+            let head = #"{"message_id":"big","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","#
+            let tail =
+                #""detection_data":{"plates":[{"plate_number":"ABC1234"}]},"metadata":{"thumbnail":"\#(String(repeating: "A", count: padding))"}}"#
+            return Array((head + tail).utf8)
+        }
+        let small = detection(padding: DetectionIntake.maximumPayloadBytes - 400)
+        #expect(small.count <= DetectionIntake.maximumPayloadBytes)
+        guard case .accepted = DetectionIntake.evaluate(cameraID: "CAM1", payload: small, receivedAt: now, matcher: matcher) else {
+            Issue.record("refused a detection of \(small.count) bytes")
+            return
+        }
+        let large = detection(padding: DetectionIntake.maximumPayloadBytes)
+        guard case .rejected(let rejection) = DetectionIntake.evaluate(cameraID: "CAM1", payload: large, receivedAt: now, matcher: matcher)
+        else {
+            Issue.record("accepted a detection of \(large.count) bytes")
+            return
+        }
+        #expect(rejection.errors.first?.reason.contains("\(large.count) bytes") == true)
+    }
 }
 
 @Suite("Batch queue")

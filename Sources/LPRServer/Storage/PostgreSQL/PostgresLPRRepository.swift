@@ -533,36 +533,30 @@ public final class PostgresLPRRepository: LPRRepository {
     }
 
     public func purgeHistory(before olderThan: Date, limit: Int) async throws -> Int {
-        var deleted = 0
         // Rows are appended in time order: the oldest are the first ids.
-        for try await _ in try await client.query(
+        let health = try await rowCount(
             """
             DELETE FROM health_history WHERE id IN (SELECT id FROM health_history WHERE received_at < \(olderThan) ORDER BY id LIMIT \(limit))
-            RETURNING id
-            """,
-            logger: logger
-        ).decode(Int64.self) {
-            deleted += 1
-        }
-        for try await _ in try await client.query(
+            RETURNING 1
+            """
+        )
+        let alerts = try await rowCount(
             """
             DELETE FROM alert WHERE sequence IN (SELECT sequence FROM alert WHERE timestamp < \(olderThan) ORDER BY timestamp LIMIT \(limit))
-            RETURNING sequence
-            """,
-            logger: logger
-        ).decode(Int64.self) {
-            deleted += 1
-        }
-        for try await _ in try await client.query(
+            RETURNING 1
             """
-            DELETE FROM command WHERE message_id IN (SELECT message_id FROM command WHERE sent_at < \(olderThan) LIMIT \(limit))
-            RETURNING message_id
-            """,
-            logger: logger
-        ).decode(String.self) {
-            deleted += 1
-        }
-        return deleted
+        )
+        let commands = try await rowCount(
+            "DELETE FROM command WHERE message_id IN (SELECT message_id FROM command WHERE sent_at < \(olderThan) LIMIT \(limit)) RETURNING 1"
+        )
+        return health + alerts + commands
+    }
+
+    /// How many rows `query` returns (a DELETE ... RETURNING: how many it deleted).
+    private func rowCount(_ query: PostgresQuery) async throws -> Int {
+        var count = 0
+        for try await _ in try await client.query(query, logger: logger) { count += 1 }
+        return count
     }
 
     public func insertAlerts(_ alerts: [Alert]) async throws {

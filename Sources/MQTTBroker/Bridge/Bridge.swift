@@ -226,16 +226,7 @@ final class Bridge: @unchecked Sendable {
                         return
                     }
                     connection.channel = channel
-                    let connect = connection.machine.connectPacket(tryPrivate: tryPrivate, password: password)
-                    var buffer = channel.allocator.buffer(capacity: 128)
-                    do {
-                        try MQTTPacket.connect(connect).write(to: &buffer, version: version)
-                    } catch {
-                        logger.error("bridge could not encode its CONNECT", metadata: ["error": "\(error)"])
-                        channel.close(promise: nil)
-                        return
-                    }
-                    channel.writeAndFlush(buffer, promise: nil)
+                    write([.connect(connection.machine.connectPacket(tryPrivate: tryPrivate, password: password))], to: channel)
                 case .failure(let error):
                     guard self.connection === connection else { return }
                     logger.warning("bridge could not connect", metadata: ["address": "\(address)", "error": "\(error)"])
@@ -367,7 +358,8 @@ final class Bridge: @unchecked Sendable {
             )
         )
         connection.outlet = outlet
-        outlet.send(packets)
+        // Before anything of the session's: straight to the channel (not counted as forwarded).
+        write(packets, to: channel)
         if !negotiated.sessionPresent {
             // A new session on the remote broker: it will not release QoS 2 messages it sent
             // the old one, and may use their identifiers again.
@@ -456,13 +448,29 @@ final class Bridge: @unchecked Sendable {
         _ = connection.machine.close(why)
         guard let channel = connection.channel else { return }
         if let outlet = connection.outlet {
-            if let topic = settings.remoteNotificationTopic {
-                outlet.send(.publish(PublishPacket(topicName: topic, payload: ByteBuffer(string: "0"), qos: .atMostOnce, retain: true)))
-            }
-            outlet.send(.disconnect(DisconnectPacket()))
             outlet.writePending()
+            var packets: [MQTTPacket] = []
+            if let topic = settings.remoteNotificationTopic {
+                packets.append(.publish(PublishPacket(topicName: topic, payload: ByteBuffer(string: "0"), qos: .atMostOnce, retain: true)))
+            }
+            packets.append(.disconnect(DisconnectPacket()))
+            write(packets, to: channel)
         }
         channel.close(promise: nil)
+    }
+
+    /// Encodes and writes the bridge's own packets (on the event loop).
+    private func write(_ packets: [MQTTPacket], to channel: any Channel) {
+        guard !packets.isEmpty else { return }
+        var buffer = channel.allocator.buffer(capacity: 256)
+        for packet in packets {
+            do {
+                try packet.write(to: &buffer, version: configuration.protocolVersion)
+            } catch {
+                logger.error("bridge could not encode \(packet.type)", metadata: ["error": "\(error)"])
+            }
+        }
+        channel.writeAndFlush(buffer, promise: nil)
     }
 
     /// Publishes "1" or "0", retained, on the notification topic here.

@@ -13,8 +13,8 @@ struct Databus: AsyncParsableCommand {
             """,
         version: DatabusVersion.current,
         subcommands: [
-            BrokerCommand.self, ServerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self, PasswdCommand.self,
-            BenchCommand.self, CameraCommand.self, PipelineCommand.self, GatewayCommand.self,
+            UpCommand.self, BrokerCommand.self, ServerCommand.self, PubCommand.self, SubCommand.self, TopicCommand.self, CertsCommand.self,
+            PasswdCommand.self, BenchCommand.self, CameraCommand.self, PipelineCommand.self, GatewayCommand.self,
         ]
     )
 }

@@ -191,24 +191,17 @@ public struct CameraSimulator: Sendable {
     private mutating func newVehicle() -> SimulatedVehicle {
         let countries = options.countries.filter { $0.value > 0 && Self.formats[$0.key] != nil }.sorted { $0.key < $1.key }
         let country = countries.isEmpty ? "TH" : random.pick(weighted: countries.map { ($0.key, $0.value) })
-        let (make, models) = random.pick(Self.makes)
-        let vehicleClass = random.pick(weighted: Self.classes)
-        let type: String?
-        switch vehicleClass {
-        case "car": type = random.pick(["sedan", "hatchback", "suv", "pickup", "van"])
-        case "truck": type = random.pick(["box", "flatbed", "tanker"])
-        case "bus": type = random.pick(["city", "coach"])
-        default: type = nil
-        }
+        // A model with the class and body it really has: no motorcycle Kangoo.
+        let model = random.pick(weighted: Self.catalogue.map { ($0, $0.weight) })
         return SimulatedVehicle(
             plate: plate(country: country),
             country: country,
             province: random.pick(Self.provinces[country] ?? [""]),
-            vehicleClass: vehicleClass,
-            vehicleType: type,
+            vehicleClass: model.vehicleClass,
+            vehicleType: model.vehicleType,
             color: random.pick(weighted: Self.colors),
-            brand: make,
-            model: random.pick(models),
+            brand: model.make,
+            model: model.model,
             year: random.integer(2005...2024)
         )
     }
@@ -292,22 +285,56 @@ public struct CameraSimulator: Sendable {
     static let confusions: [Character: Character] = [
         "O": "0", "0": "O", "D": "0", "I": "1", "1": "I", "B": "8", "8": "B", "S": "5", "5": "S", "Z": "2", "2": "Z", "G": "6", "6": "G",
     ]
-    static let classes: [(String, Double)] = [("car", 0.78), ("truck", 0.08), ("bus", 0.03), ("motorcycle", 0.11)]
     static let colors: [(String, Double)] = [
         ("white", 0.3), ("black", 0.2), ("silver", 0.18), ("gray", 0.12), ("red", 0.07), ("blue", 0.07), ("green", 0.03), ("yellow", 0.03),
     ]
-    static let makes: [(String, [String])] = [
-        ("Toyota", ["Camry", "Corolla", "Hilux", "Yaris", "Fortuner"]),
-        ("Honda", ["Civic", "Accord", "City", "CR-V", "Jazz"]),
-        ("Isuzu", ["D-Max", "MU-X"]),
-        ("Ford", ["Ranger", "Focus", "F-150", "Transit"]),
-        ("Volkswagen", ["Golf", "Passat", "Polo", "Transporter"]),
-        ("BMW", ["3 Series", "5 Series", "X3"]),
-        ("Mercedes-Benz", ["C-Class", "E-Class", "Sprinter"]),
-        ("Renault", ["Clio", "Megane", "Kangoo"]),
-        ("Nissan", ["Almera", "Navara", "Leaf"]),
-        ("Mitsubishi", ["Triton", "Pajero", "Xpander"]),
-        ("Tesla", ["Model 3", "Model Y"]),
+    /// A vehicle model as it is sold: make, model, class, body type, and how common it is.
+    struct CatalogueModel: Hashable {
+        let make: String
+        let model: String
+        let vehicleClass: String
+        let vehicleType: String?
+        let weight: Double
+    }
+
+    static let catalogue: [CatalogueModel] = [
+        .init(make: "Toyota", model: "Camry", vehicleClass: "car", vehicleType: "sedan", weight: 6),
+        .init(make: "Toyota", model: "Corolla", vehicleClass: "car", vehicleType: "sedan", weight: 8),
+        .init(make: "Toyota", model: "Hilux", vehicleClass: "car", vehicleType: "pickup", weight: 7),
+        .init(make: "Toyota", model: "Yaris", vehicleClass: "car", vehicleType: "hatchback", weight: 5),
+        .init(make: "Toyota", model: "Fortuner", vehicleClass: "car", vehicleType: "suv", weight: 3),
+        .init(make: "Honda", model: "Civic", vehicleClass: "car", vehicleType: "sedan", weight: 5),
+        .init(make: "Honda", model: "City", vehicleClass: "car", vehicleType: "sedan", weight: 4),
+        .init(make: "Honda", model: "CR-V", vehicleClass: "car", vehicleType: "suv", weight: 4),
+        .init(make: "Honda", model: "Jazz", vehicleClass: "car", vehicleType: "hatchback", weight: 3),
+        .init(make: "Honda", model: "Wave", vehicleClass: "motorcycle", vehicleType: "underbone", weight: 6),
+        .init(make: "Yamaha", model: "NMAX", vehicleClass: "motorcycle", vehicleType: "scooter", weight: 4),
+        .init(make: "Isuzu", model: "D-Max", vehicleClass: "car", vehicleType: "pickup", weight: 6),
+        .init(make: "Isuzu", model: "MU-X", vehicleClass: "car", vehicleType: "suv", weight: 2),
+        .init(make: "Isuzu", model: "FVR", vehicleClass: "truck", vehicleType: "box", weight: 2),
+        .init(make: "Ford", model: "Ranger", vehicleClass: "car", vehicleType: "pickup", weight: 4),
+        .init(make: "Ford", model: "Focus", vehicleClass: "car", vehicleType: "hatchback", weight: 3),
+        .init(make: "Ford", model: "F-150", vehicleClass: "car", vehicleType: "pickup", weight: 3),
+        .init(make: "Ford", model: "Transit", vehicleClass: "car", vehicleType: "van", weight: 3),
+        .init(make: "Volkswagen", model: "Golf", vehicleClass: "car", vehicleType: "hatchback", weight: 4),
+        .init(make: "Volkswagen", model: "Passat", vehicleClass: "car", vehicleType: "sedan", weight: 3),
+        .init(make: "Volkswagen", model: "Transporter", vehicleClass: "car", vehicleType: "van", weight: 2),
+        .init(make: "BMW", model: "3 Series", vehicleClass: "car", vehicleType: "sedan", weight: 3),
+        .init(make: "BMW", model: "X3", vehicleClass: "car", vehicleType: "suv", weight: 2),
+        .init(make: "Mercedes-Benz", model: "C-Class", vehicleClass: "car", vehicleType: "sedan", weight: 3),
+        .init(make: "Mercedes-Benz", model: "Sprinter", vehicleClass: "car", vehicleType: "van", weight: 2),
+        .init(make: "Mercedes-Benz", model: "Actros", vehicleClass: "truck", vehicleType: "tractor", weight: 1),
+        .init(make: "Renault", model: "Clio", vehicleClass: "car", vehicleType: "hatchback", weight: 3),
+        .init(make: "Renault", model: "Kangoo", vehicleClass: "car", vehicleType: "van", weight: 2),
+        .init(make: "Nissan", model: "Almera", vehicleClass: "car", vehicleType: "sedan", weight: 3),
+        .init(make: "Nissan", model: "Navara", vehicleClass: "car", vehicleType: "pickup", weight: 3),
+        .init(make: "Nissan", model: "Leaf", vehicleClass: "car", vehicleType: "hatchback", weight: 1),
+        .init(make: "Mitsubishi", model: "Triton", vehicleClass: "car", vehicleType: "pickup", weight: 3),
+        .init(make: "Mitsubishi", model: "Xpander", vehicleClass: "car", vehicleType: "suv", weight: 2),
+        .init(make: "Hino", model: "500", vehicleClass: "truck", vehicleType: "tanker", weight: 1),
+        .init(make: "Volvo", model: "9700", vehicleClass: "bus", vehicleType: "coach", weight: 1),
+        .init(make: "Tesla", model: "Model 3", vehicleClass: "car", vehicleType: "sedan", weight: 2),
+        .init(make: "Tesla", model: "Model Y", vehicleClass: "car", vehicleType: "suv", weight: 2),
     ]
     static let weathers: [(String, Double)] = [("clear", 0.6), ("cloudy", 0.25), ("rain", 0.12), ("fog", 0.03)]
 

@@ -275,9 +275,13 @@ struct JSONParser {
     }
 
     private func validUTF8(_ slice: ArraySlice<UInt8>, at start: Int) throws(JSONSyntaxError) -> String {
-        guard let string = String(validating: slice, as: UTF8.self) else {
-            throw JSONSyntaxError(reason: "a string that is not valid UTF-8", offset: start)
+        let result: String? = slice.withUnsafeBufferPointer { buffer in
+            // ASCII (the usual case) is valid as it is; otherwise decoding must not have replaced anything.
+            if !buffer.contains(where: { $0 >= 0x80 }) { return String(decoding: buffer, as: UTF8.self) }
+            let decoded = String(decoding: buffer, as: UTF8.self)
+            return decoded.utf8.elementsEqual(buffer) ? decoded : nil
         }
-        return string
+        guard let result else { throw JSONSyntaxError(reason: "a string that is not valid UTF-8", offset: start) }
+        return result
     }
 }

@@ -166,9 +166,14 @@ public enum LPRTopic: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Whether `identifier` can stand in a topic level: not empty, no `/`, `+`, `#` or NUL.
+    /// Whether `identifier` can stand in a topic level: not empty, no `/`, `+`, `#` or control
+    /// character (brokers such as mosquitto refuse topic names with control characters and drop
+    /// the connection that sent one).
     public static func isValidIdentifier(_ identifier: String) -> Bool {
-        !identifier.isEmpty && !identifier.utf8.contains { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }
+        !identifier.isEmpty
+            && !identifier.unicodeScalars.contains { scalar in
+                scalar == "/" || scalar == "+" || scalar == "#" || scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+            }
     }
 
     /// The filters the server subscribes to, camera → server.

@@ -378,7 +378,7 @@ public enum LPRServerError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidCameraID(let id): "invalid camera id \"\(id)\": it must be non-empty without '/', '+' or '#'"
+        case .invalidCameraID(let id): "invalid camera id \"\(id)\": it must be non-empty without '/', '+', '#' or control characters"
         }
     }
 }

@@ -208,6 +208,12 @@ public final class MQTTBroker: Service, Sendable {
         return serverChannels.withLockedValue { $0.last?.localAddress }
     }
 
+    /// The Prometheus text of the broker's metrics, as the `metrics_listener` serves it, for an
+    /// application that serves `/metrics` itself (`databus up` adds the LPR server's).
+    public func prometheusText() -> [UInt8] {
+        core.metrics.render(core)
+    }
+
     private func bindMetrics(_ listener: BrokerConfiguration.Listener) async throws -> any Channel {
         let core = self.core
         return try await ServerBootstrap(group: group)

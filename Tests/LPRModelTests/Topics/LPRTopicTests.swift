@@ -47,4 +47,12 @@ struct LPRTopicTests {
     func foreign(name: String) {
         #expect(LPRTopic(parsing: name) == nil)
     }
+
+    @Test("a camera id stands in one topic level: no separator, wildcard or control character")
+    func identifiers() {
+        for good in ["CAM001", "cam-7_a.b", "กล้อง1", "Kamera Süd"] { #expect(LPRTopic.isValidIdentifier(good), "\(good)") }
+        for bad in ["", "a/b", "a+b", "a#", "a\u{0}b", "\u{18}\u{16}\u{8}!E", "tab\there", "del\u{7F}", "c1\u{85}"] {
+            #expect(!LPRTopic.isValidIdentifier(bad), "\(bad.debugDescription)")
+        }
+    }
 }

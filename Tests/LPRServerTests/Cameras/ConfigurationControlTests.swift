@@ -17,15 +17,22 @@ struct ConfigurationControlTests {
         try await withLPRServer(kind) { harness in
             let seed = try JSONObject.parse(Fixtures.example("lpr-config.json"))
             let data = try #require(seed["config_data"]?.objectValue)
-            let published = try await harness.server.setConfiguration(camera: "CAM001", configType: "detection_settings", configData: data)
-            #expect(published.cameraID == "CAM001")
+            // An observer makes sure the broker has the configuration before the camera subscribes.
+            try await withClient(.test(harness.broker, id: "observer")) { observer in
+                let seen = try await Inbox.subscribe(observer, to: "lprserver/cameras/CAM001/config/update", qos: .exactlyOnce)
+                let published = try await harness.server.setConfiguration(camera: "CAM001", configType: "detection_settings", configData: data)
+                #expect(published.cameraID == "CAM001")
+                try await seen.first("the configuration at the broker") { $0.object["message_id"] == .string(published.messageID) }
+            }
+            let desiredText = try #require(try await harness.repository.camera("CAM001")?.desiredConfig)
+            let publishedID = try #require(try JSONObject.parse(Array(desiredText.utf8))["message_id"]?.stringValue)
             try await withClient(.test(harness.broker, id: "CAM001")) { camera in
                 let updates = try await Inbox.subscribe(camera, to: "lprserver/cameras/CAM001/config/update", qos: .exactlyOnce)
                 let desired = try await updates.first("the retained configuration") { _ in true }
                 #expect(desired.retain)
                 #expect(desired.qos == .exactlyOnce)
                 let object = desired.object
-                #expect(object["message_id"] == .string(published.messageID))
+                #expect(object["message_id"] == .string(publishedID))
                 #expect(object["config_type"] == "detection_settings")
                 #expect(object["config_data"] == .object(data))
 
@@ -35,7 +42,7 @@ struct ConfigurationControlTests {
                 try await waitFor("the report to be recorded") { try await harness.repository.camera("CAM001")?.reportedConfig != nil }
                 let record = try #require(try await harness.repository.camera("CAM001"))
                 #expect(record.reportedConfig?.contains("applied-1") == true)
-                #expect(record.desiredConfig?.contains(published.messageID) == true)
+                #expect(record.desiredConfig?.contains(publishedID) == true)
 
                 try await camera.publish(
                     json: ["message_id": "ask-1", "camera_id": "CAM001"],
@@ -43,7 +50,7 @@ struct ConfigurationControlTests {
                     qos: .exactlyOnce
                 )
                 try await updates.wait(count: 2, "the republished configuration") { _ in true }
-                #expect(updates.messages.last?.object["message_id"] == .string(published.messageID))
+                #expect(updates.messages.last?.object["message_id"] == .string(publishedID))
             }
             await #expect(throws: MessageValidationError.self) {
                 try await harness.server.setConfiguration(camera: "CAM001", configType: "x", configData: ["confidence_threshold": 3])

@@ -343,7 +343,8 @@ topic lpr/# out 1 "" site7/
         while time.time() < deadline:
             with subscriber.lock:
                 missing = sum(1 for p in acknowledged if p not in subscriber.first)
-                count = len(subscriber.first)
+            # Only the backlog counts: the live messages keep arriving.
+            count = len(acknowledged) - missing
             if missing == 0:
                 break
             if count != last_count:

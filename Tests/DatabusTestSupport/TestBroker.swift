@@ -92,6 +92,8 @@ public final class DatabusBrokerProcess: TestBroker, @unchecked Sendable {
     private let processBox: NIOLockedValueBox<ChildProcess>
 
     private var process: ChildProcess { processBox.withLockedValue { $0 } }
+    /// The process id of the running broker (it changes on restart).
+    public var pid: pid_t { process.pid }
     private var configurationPath: String { directory.appendingPathComponent("databus.conf").path }
     private var logPath: String { directory.appendingPathComponent("databus.log").path }
 

@@ -86,6 +86,8 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var connectTimeout = 10
     /// Topic aliases a client may use towards us (mosquitto's `max_topic_alias`, default 10).
     public var maxTopicAlias: UInt16 = 10
+    /// `connection` blocks: bridges to other brokers.
+    public var bridges: [BridgeConfiguration] = []
 
     public init() {}
 

@@ -9,8 +9,8 @@ import Foundation
 public enum MosquittoConfigParser {
     /// Keys mosquitto knows that we do not implement yet; refused with a clear message.
     static let notYetSupported: Set<String> = [
-        "psk_file", "psk_hint", "auth_plugin", "plugin", "auth_opt", "bridge", "connection", "address", "topic",
-        "protocol", "mount_point", "websockets_log_level", "http_dir", "socket_domain", "bind_interface",
+        "psk_file", "psk_hint", "auth_plugin", "plugin", "auth_opt", "bridge", "protocol", "mount_point", "websockets_log_level", "http_dir",
+        "socket_domain", "bind_interface",
         "queue_qos0_messages", "max_inflight_bytes", "upgrade_outgoing_qos", "allow_duplicate_messages",
         "check_retain_source", "autosave_interval", "autosave_on_changes", "persistence_file", "pid_file", "user",
         "retry_interval", "store_clean_interval", "log_facility", "log_timestamp", "log_timestamp_format",
@@ -47,6 +47,7 @@ public enum MosquittoConfigParser {
         var includeDepth = 0
         var sawLogDest = false
         var sawLogTypes = false
+        var bridges = BridgeParseState()
     }
 
     private static func parseFile(
@@ -74,8 +75,10 @@ public enum MosquittoConfigParser {
             let line = rawLine.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             var words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-            // A word starting with # begins a trailing comment, which mosquitto ignores.
-            if let comment = words.dropFirst().firstIndex(where: { $0.hasPrefix("#") }) { words.removeSubrange(comment...) }
+            // A word starting with # begins a trailing comment, which mosquitto ignores; in a bridge's
+            // `topic` line the pattern (the second word) may be the wildcard #.
+            let commentFrom = words.first == "topic" ? 2 : 1
+            if let comment = words.dropFirst(commentFrom).firstIndex(where: { $0.hasPrefix("#") }) { words.removeSubrange(comment...) }
             let key = words[0]
             let values = Array(words.dropFirst())
             let rest = values.joined(separator: " ")
@@ -226,6 +229,10 @@ public enum MosquittoConfigParser {
             } else {
                 try applySecurity(line, to: &configuration.security)
             }
+        case "connection":
+            try applyConnection(line, to: &configuration, state: &state)
+        case _ where bridgeKeys.contains(line.key):
+            try applyBridge(line, to: &configuration, state: &state)
         case "include_dir":
             let folder = line.rest
             guard state.includeDepth < 8 else { throw line.error("include_dir nested too deeply") }
@@ -239,7 +246,9 @@ public enum MosquittoConfigParser {
             for name in names { try parseFile(folder + "/" + name, into: &configuration, state: &state) }
             state.includeDepth -= 1
         default:
-            if notYetSupported.contains(line.key) || line.key.hasPrefix("auth_opt_") || line.key.hasPrefix("plugin_opt_") {
+            if notYetSupported.contains(line.key) || bridgeKeysNotYetSupported.contains(line.key) || line.key.hasPrefix("auth_opt_")
+                || line.key.hasPrefix("plugin_opt_")
+            {
                 throw line.error("is a mosquitto key that Databus does not support yet")
             }
             throw line.error("unknown configuration key")
@@ -252,6 +261,7 @@ public enum MosquittoConfigParser {
         state: ParseState,
         file: String
     ) throws(ConfigurationError) {
+        try finishBridges(configuration, state: state)
         if let tls = state.defaultTLS, let where_ = state.defaultTLSLine {
             guard state.sawPort else {
                 throw ConfigurationError(

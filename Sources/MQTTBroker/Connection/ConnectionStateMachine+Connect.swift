@@ -139,7 +139,8 @@ extension ConnectionStateMachine {
             clientID: admission.clientID,
             version: connect.protocolVersion,
             will: connect.will,
-            sessionExpiry: sessionExpiry
+            sessionExpiry: sessionExpiry,
+            isBridge: connect.isBridge
         )
         keepAlive = admission.serverKeepAlive ?? connect.keepAlive
         phase = .connected

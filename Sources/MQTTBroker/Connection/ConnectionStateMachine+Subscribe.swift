@@ -67,7 +67,13 @@ extension ConnectionStateMachine {
                 items.append(.refuse(v5 ? .notAuthorized : .unspecifiedError, why: "the ACL does not allow this subscription"))
                 continue
             }
-            let options = v5 ? subscription.options : SubscriptionOptions(qos: subscription.options.qos)
+            // A 3.1/3.1.1 bridge's subscriptions are no-local and retain-as-published, as mosquitto
+            // makes them: nothing it sends comes back, retained messages stay retained.
+            let qos = subscription.options.qos
+            let options =
+                v5
+                ? subscription.options
+                : SubscriptionOptions(qos: qos, noLocal: connected.isBridge, retainAsPublished: connected.isBridge)
             if shared != nil && options.noLocal {
                 return protocolError("no-local on a shared subscription")
             }

@@ -47,6 +47,9 @@ struct ConnectionStateMachine {
         var topicAliases: [UInt16: String] = [:]
         /// The client sent DISCONNECT.
         var cleanDisconnect = false
+        /// A 3.1/3.1.1 bridge from another broker (protocol level | 0x80): its subscriptions are
+        /// no-local and retain-as-published, as mosquitto makes them, so nothing loops back.
+        var isBridge = false
     }
 
     /// The limits every PUBLISH is checked against, copied from the configuration when the

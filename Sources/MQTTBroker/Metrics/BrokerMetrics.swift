@@ -97,6 +97,7 @@ final class BrokerMetrics: Sendable {
             "CONNACKs delayed because the address kept failing to log in",
             value: statistics.throttledConnects.load(ordering: .relaxed)
         )
+        exportBridges(core)
         counter("databus_tls_handshakes_total", [], "TLS handshakes completed", value: statistics.tlsHandshakes.load(ordering: .relaxed))
         for (failure, count) in statistics.tlsHandshakeFailures {
             let value = count.load(ordering: .relaxed)
@@ -110,12 +111,12 @@ final class BrokerMetrics: Sendable {
         }
     }
 
-    private func gauge(_ name: String, _ help: String, value: Int) {
+    func gauge(_ name: String, _ help: String, value: Int) {
         registry.makeGauge(name: name, help: help).set(Double(value))
     }
 
     /// Advances a Prometheus counter to `value` (counters only go up by increments).
-    private func counter(_ name: String, _ labels: [(String, String)], _ help: String, value: Int) {
+    func counter(_ name: String, _ labels: [(String, String)], _ help: String, value: Int) {
         let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
         let delta = exported.withLockedValue { exported -> Int in
             defer { exported[key] = value }

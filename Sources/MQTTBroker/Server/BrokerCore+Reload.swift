@@ -45,6 +45,11 @@ extension BrokerCore {
             applied.persistence = old.persistence
             applied.persistenceLocation = old.persistenceLocation
         }
+        if new.bridges != old.bridges {
+            // As in mosquitto, bridges are not reloaded.
+            ignored.append("bridges")
+            applied.bridges = old.bridges
+        }
         if new.sysInterval != old.sysInterval {
             ignored.append("sys_interval")
             applied.sysInterval = old.sysInterval

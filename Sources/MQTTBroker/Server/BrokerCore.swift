@@ -10,7 +10,8 @@ import NIOCore
 ///   ``router``, the subscription trie) and keeps retained messages (``retained``);
 /// - ``connections``: open connections, closed on shutdown;
 /// - ``statistics`` and ``metrics``: counters for `$SYS` and `/metrics`;
-/// - ``loginThrottle``: slows down addresses that keep failing to log in.
+/// - ``loginThrottle``: slows down addresses that keep failing to log in;
+/// - ``bridges``: connections to other brokers (`Bridge/`).
 ///
 /// Reload is in `BrokerCore+Reload.swift`, rebuilding the state from the store in
 /// `Persistence/BrokerCore+Restore.swift`. The order in which their locks may be taken is
@@ -28,6 +29,8 @@ final class BrokerCore: Sendable {
     let authenticator: (any Authenticator)?
     let startTime = NIODeadline.now()
     let storeReference = StoreReference()
+    /// The `connection` blocks at work (`Bridge/`).
+    let bridges = BridgeSet()
 
     init(configuration: BrokerConfiguration, logger: Logger, authenticator: (any Authenticator)?) {
         let inForce = ConfigurationInForce(configuration)

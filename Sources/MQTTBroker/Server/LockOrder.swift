@@ -24,6 +24,10 @@
 ///    - `RetainedMessageStore.messages`, `ConfigurationInForce`, `SecurityInForce`,
 ///      `SessionRegistry.environmentBox`, `ConnectionRegistry`, `LoginThrottle`, `BrokerMetrics.exported`.
 ///
+/// A bridge (``Bridge``) takes no lock of its own: its rules, connection and timers live on
+/// one event loop, and other threads read only its atomic counters. It calls into its session,
+/// the router and the distributor holding nothing, as a connection does. ``BridgeSet`` is a leaf.
+///
 /// A connection's own state (its ``ConnectionStateMachine``) needs no lock: only its event loop
 /// touches it; other threads reach it through `eventLoop.execute` (close requests, publishers
 /// woken when a subscriber drained).

@@ -51,6 +51,7 @@ public final class MQTTBroker: Service, Sendable {
         tlsListeners.withLockedValue { $0 = tls }
         core.apply(try await SecurityPolicy.load(core.configuration.value))
         try core.openStore(on: group.next())
+        try core.startBridges(on: group)
         var addresses: [SocketAddress] = []
         for (index, listener) in listeners.enumerated() {
             let channels = try await bind(listener, index: index, tls: tls[index])
@@ -106,6 +107,7 @@ public final class MQTTBroker: Service, Sendable {
             let loaded = try ListenerTLS.load(listener.tls, name: listener.displayName)
             warnings += loaded.warnings.map { "\(listener.displayName): \($0)" }
         }
+        for bridge in configuration.bridges { _ = try BridgeTLS.makeContext(for: bridge) }
         return warnings
     }
 
@@ -140,6 +142,7 @@ public final class MQTTBroker: Service, Sendable {
             return channels
         }
         for channel in channels { try? await channel.close() }
+        await core.stopBridges()
         core.disconnectAll()
         await core.flushStore()
         // Give the DISCONNECT packets a moment to leave before the caller tears the loops down.

@@ -110,6 +110,8 @@ final class Session: @unchecked Sendable {
     private var expiryTask: Scheduled<Void>?
     private var delayedWill: (message: ApplicationMessage, task: Scheduled<Void>)?
     private var ended = false
+    /// A bridge's session: it never holds publishers back (see ``forwardsToBridge()``).
+    private var isBridge = false
     /// Messages dropped for this client, by reason (for `/metrics`).
     private var drops: [DropReason: Int] = [:]
     /// Drops not logged yet, and when drops were last logged.
@@ -147,6 +149,8 @@ final class Session: @unchecked Sendable {
     /// New queue limits after a configuration reload; messages already queued stay.
     func updateLimits(_ limits: Limits) {
         lock.withLock {
+            var limits = limits
+            if isBridge { limits.backpressure = false }
             self.limits = limits
             outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
         }
@@ -218,6 +222,16 @@ final class Session: @unchecked Sendable {
     }
 
     var isConnected: Bool { lock.withLock { outlet != nil } }
+
+    /// Makes this the session of a bridge: local publishers are never held back for it (its
+    /// backlog waits in the store, or within mosquitto's queue limits without persistence).
+    func forwardsToBridge() {
+        lock.withLock {
+            isBridge = true
+            limits.backpressure = false
+            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
+        }
+    }
 
     /// Marks the session as over (expired, or replaced by a clean start).
     func markEnded() { lock.withLock { ended = true } }
@@ -430,6 +444,16 @@ final class Session: @unchecked Sendable {
     }
 
     var incomingAwaitingRelease: Int { lock.withLock { awaitingRelease.count } }
+
+    /// Forgets every incoming QoS 2 identifier (the peer started a new session: it will not
+    /// send PUBREL for them, and may use them again).
+    /// - Returns: the identifiers forgotten.
+    func releaseAllIncoming() -> [UInt16] {
+        lock.withLock {
+            defer { awaitingRelease.removeAll() }
+            return Array(awaitingRelease)
+        }
+    }
 
     // MARK: Drops
 

@@ -21,6 +21,8 @@ final class SessionOutlet: @unchecked Sendable {
     private let topicAliasMaximum: UInt16
     /// Aliases given so far; touched only on the connection's event loop (in `drain`).
     private var topicAliases: [String: UInt16] = [:]
+    /// Changes each PUBLISH before it is encoded (a bridge maps topics); nil for clients.
+    private let rewriter: (any PublishRewriter)?
 
     init(
         channel: any Channel,
@@ -28,7 +30,8 @@ final class SessionOutlet: @unchecked Sendable {
         clientMaximumPacketSize: Int?,
         sendQuota: Int,
         topicAliasMaximum: UInt16 = 0,
-        statistics: BrokerStatistics
+        statistics: BrokerStatistics,
+        rewriter: (any PublishRewriter)? = nil
     ) {
         self.channel = channel
         self.protocolVersion = protocolVersion
@@ -36,6 +39,7 @@ final class SessionOutlet: @unchecked Sendable {
         self.sendQuota = sendQuota
         self.topicAliasMaximum = protocolVersion == .v5 ? topicAliasMaximum : 0
         self.statistics = statistics
+        self.rewriter = rewriter
     }
 
     /// Whether the connection's outbound buffer has room (false while the client reads slowly).
@@ -65,6 +69,11 @@ final class SessionOutlet: @unchecked Sendable {
     /// Whether `packet` fits the client's maximum packet size.
     func fits(_ packet: MQTTPacket) -> Bool {
         guard let limit = clientMaximumPacketSize else { return true }
+        var packet = packet
+        if let rewriter, case .publish(var publish) = packet {
+            rewriter.rewrite(&publish)
+            packet = .publish(publish)
+        }
         return ((try? packet.encodedSize(version: protocolVersion)) ?? Int.max) <= limit
     }
 
@@ -87,6 +96,11 @@ final class SessionOutlet: @unchecked Sendable {
         var bytes = 0
         var buffer = channel.allocator.buffer(capacity: Self.estimatedSize(of: packets))
         for var packet in packets {
+            if let rewriter, case .publish(var publish) = packet {
+                rewriter.rewrite(&publish)
+                rewriter.willSend(publish)
+                packet = .publish(publish)
+            }
             if topicAliasMaximum > 0, case .publish(var publish) = packet {
                 applyTopicAlias(&publish)
                 packet = .publish(publish)
@@ -152,4 +166,13 @@ final class SessionOutlet: @unchecked Sendable {
         // Runs after any drain scheduled before, so pending packets go out first.
         channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(request) }
     }
+}
+
+/// Changes the PUBLISH packets an outlet sends, just before they are encoded: a bridge maps
+/// local topics to the remote broker's.
+protocol PublishRewriter: AnyObject, Sendable {
+    /// Changes `publish` (called again for the same packet; no side effects).
+    func rewrite(_ publish: inout PublishPacket)
+    /// `publish`, rewritten, is about to be written to the connection.
+    func willSend(_ publish: PublishPacket)
 }

@@ -31,6 +31,9 @@ public struct ConnectPacket: Sendable, Hashable {
     public var password: ByteBuffer?
     public var will: Will?
     public var properties: Properties
+    /// The client is a bridge from another broker (mosquitto's `try_private`): 3.1 and 3.1.1
+    /// CONNECTs carry it as bit 0x80 of the protocol level; 5.0 has no such bit.
+    public var isBridge = false
 
     public init(
         protocolVersion: MQTTProtocolVersion = .v5,
@@ -65,7 +68,10 @@ extension ConnectPacket {
 
     static func read(from buffer: inout ByteBuffer) throws(MQTTDecodingError) -> ConnectPacket {
         let protocolName = try buffer.readMQTTString()
-        let level = try buffer.readMQTTByte()
+        let rawLevel = try buffer.readMQTTByte()
+        // Bit 0x80 on 3.1 and 3.1.1 marks a bridge, as mosquitto's bridges send it.
+        let isBridge = rawLevel & 0x80 != 0 && (rawLevel & 0x7F == 3 || rawLevel & 0x7F == 4)
+        let level = isBridge ? rawLevel & 0x7F : rawLevel
         guard protocolName == "MQTT" || protocolName == "MQIsdp" else {
             throw MQTTDecodingError(.invalidProtocolName, "protocol name \"\(protocolName)\" is not \"MQTT\" or \"MQIsdp\"")
         }
@@ -107,7 +113,7 @@ extension ConnectPacket {
         }
         let username = hasUsername ? try buffer.readMQTTString() : nil
         let password = hasPassword ? try buffer.readMQTTBinary() : nil
-        return ConnectPacket(
+        var packet = ConnectPacket(
             protocolVersion: version,
             clientIdentifier: clientIdentifier,
             cleanStart: flags & Flag.cleanStart != 0,
@@ -117,6 +123,8 @@ extension ConnectPacket {
             will: will,
             properties: properties
         )
+        packet.isBridge = isBridge
+        return packet
     }
 
     func bodySize() throws(MQTTEncodingError) -> Int {
@@ -135,7 +143,7 @@ extension ConnectPacket {
 
     func writeBody(to buffer: inout ByteBuffer) {
         buffer.writeMQTTString(protocolVersion.protocolName)
-        buffer.writeInteger(protocolVersion.rawValue)
+        buffer.writeInteger(protocolVersion.rawValue | (isBridge && protocolVersion != .v5 ? 0x80 : 0))
         var flags: UInt8 = cleanStart ? Flag.cleanStart : 0
         if let will {
             flags |= Flag.will | (will.qos.rawValue << 3)

@@ -96,8 +96,13 @@ struct ConnectionStateMachine {
     /// Set from the moment the client is admitted until the connection ends.
     var connected: Connected?
     let limits: PublishLimits
-    /// What CONNECT asked for, while the authenticator decides.
-    var admission: Admission?
+    /// What CONNECT asked for, while the authenticator decides. Kept out of line: it is needed
+    /// only until the session opens, and inline it would cost every idle connection ~160 bytes.
+    var admission: Admission? {
+        get { admissionBox?.value }
+        set { admissionBox = newValue.map(AdmissionBox.init) }
+    }
+    private var admissionBox: AdmissionBox?
     var pending: [MQTTPacket] = []
     /// Back-pressure: subscribers this client's messages went to that are over their high-water
     /// mark. While any is, the packets of the client's own flow (PUBLISH, PUBREL, SUBSCRIBE, ...)
@@ -340,4 +345,10 @@ protocol SessionRules {
     func releaseIncoming(_ identifier: UInt16) -> Bool
     /// Incoming QoS 2 identifiers awaiting PUBREL.
     var incomingAwaitingRelease: Int { get }
+}
+
+/// An admission, held by reference while the authenticator decides.
+private final class AdmissionBox {
+    let value: ConnectionStateMachine.Admission
+    init(_ value: ConnectionStateMachine.Admission) { self.value = value }
 }

@@ -108,7 +108,8 @@ final class Session: @unchecked Sendable {
     /// Seconds the session outlives its connection; `UInt32.max` means for ever.
     private var expiryIntervalStorage: UInt32 = 0
     private var expiryTask: Scheduled<Void>?
-    private var delayedWill: (message: ApplicationMessage, task: Scheduled<Void>)?
+    /// Out of line: rare, and inline it would cost every session ~100 bytes.
+    private var delayedWill: DelayedWill?
     private var ended = false
     /// A bridge's session: it never holds publishers back (see ``forwardsToBridge()``).
     private var isBridge = false
@@ -273,7 +274,7 @@ final class Session: @unchecked Sendable {
     func setDelayedWill(_ message: ApplicationMessage, task: Scheduled<Void>) {
         lock.withLock {
             delayedWill?.task.cancel()
-            delayedWill = (message, task)
+            delayedWill = DelayedWill(message: message, task: task)
         }
     }
 
@@ -554,3 +555,14 @@ final class Session: @unchecked Sendable {
 }
 
 extension SessionOutlet: OutboundConnection {}
+
+/// A will waiting for its delay to end.
+private final class DelayedWill {
+    let message: ApplicationMessage
+    let task: Scheduled<Void>
+
+    init(message: ApplicationMessage, task: Scheduled<Void>) {
+        self.message = message
+        self.task = task
+    }
+}

@@ -33,6 +33,26 @@ func waitForRetained(
 }
 
 extension CodecConnection {
+    /// Answers what the broker sent as a subscriber does (PUBACK, PUBREC, PUBCOMP); returns it
+    /// when it is a PUBLISH.
+    func acknowledging(_ packet: MQTTPacket) async throws -> PublishPacket? {
+        switch packet {
+        case .publish(let publish):
+            if let identifier = publish.packetIdentifier {
+                try await send(
+                    publish.qos == .atLeastOnce
+                        ? .puback(PubAckPacket(packetIdentifier: identifier)) : .pubrec(PubRecPacket(packetIdentifier: identifier))
+                )
+            }
+            return publish
+        case .pubrel(let release):
+            try await send(.pubcomp(PubCompPacket(packetIdentifier: release.packetIdentifier)))
+            return nil
+        default:
+            return nil
+        }
+    }
+
     /// Receives PUBLISH packets, acknowledging each, until none arrives for `quiet` seconds.
     func collectPublishes(quiet: Double = 1.5) async throws -> [PublishPacket] {
         var received: [PublishPacket] = []
@@ -43,20 +63,7 @@ extension CodecConnection {
             } catch {
                 return received
             }
-            switch packet {
-            case .publish(let publish):
-                received.append(publish)
-                if let identifier = publish.packetIdentifier {
-                    try await send(
-                        publish.qos == .atLeastOnce
-                            ? .puback(PubAckPacket(packetIdentifier: identifier)) : .pubrec(PubRecPacket(packetIdentifier: identifier))
-                    )
-                }
-            case .pubrel(let release):
-                try await send(.pubcomp(PubCompPacket(packetIdentifier: release.packetIdentifier)))
-            default:
-                break
-            }
+            if let publish = try await acknowledging(packet) { received.append(publish) }
         }
     }
 
@@ -72,20 +79,7 @@ extension CodecConnection {
                 )
             }
             let packet = try await receive(within: Double(left.components.seconds) + 0.1)
-            switch packet {
-            case .publish(let publish):
-                received.append(publish)
-                if let identifier = publish.packetIdentifier {
-                    try await send(
-                        publish.qos == .atLeastOnce
-                            ? .puback(PubAckPacket(packetIdentifier: identifier)) : .pubrec(PubRecPacket(packetIdentifier: identifier))
-                    )
-                }
-            case .pubrel(let release):
-                try await send(.pubcomp(PubCompPacket(packetIdentifier: release.packetIdentifier)))
-            default:
-                break
-            }
+            if let publish = try await acknowledging(packet) { received.append(publish) }
         }
         return received
     }

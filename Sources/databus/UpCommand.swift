@@ -86,6 +86,13 @@ struct UpCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "databus.up")
+        if brokerConfiguration.threads > 0 {
+            // The broker, the LPR server and HTTP share one set of event loops here, sized before
+            // the configuration is read: the key cannot apply, and is not silently dropped either.
+            logger.warning(
+                "threads \(brokerConfiguration.threads) in \(folder.configurationFile) applies to databus broker only; databus up shares its event loops with the LPR server and HTTP: start it with NIO_SINGLETON_GROUP_LOOP_COUNT=\(brokerConfiguration.threads) instead"
+            )
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 

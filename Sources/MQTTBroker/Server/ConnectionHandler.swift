@@ -29,14 +29,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The configuration when the connection opened; a reload applies to later connections.
     private let snapshot: ConfigurationSnapshot
     private var configuration: BrokerConfiguration { snapshot.value }
-    /// The listener's index in the configuration, and the listener as bound (shared by its
-    /// connections) for when the configuration in force has no such index.
-    private let listenerIndex: Int
+    /// The listener that accepted the connection (shared by its connections).
     private let boundListener: SharedListener
-    private var listener: BrokerConfiguration.Listener {
-        let listeners = configuration.listeners
-        return listeners.indices.contains(listenerIndex) ? listeners[listenerIndex] : boundListener.value
-    }
+    private var listener: BrokerConfiguration.Listener { boundListener.current(in: configuration) }
     private var machine: ConnectionStateMachine
     private var session: Session?
     private var outlet: SessionOutlet?
@@ -55,7 +50,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         let snapshot = core.configuration.snapshot
         self.snapshot = snapshot
         self.machine = ConnectionStateMachine(limits: .init(snapshot.value), now: .now())
-        self.listenerIndex = listener.index
         self.boundListener = listener
     }
 
@@ -603,5 +597,11 @@ final class SharedListener: Sendable {
     init(index: Int, _ value: BrokerConfiguration.Listener) {
         self.index = index
         self.value = value
+    }
+
+    /// The listener's settings as `configuration` has them (a reload keeps the listeners' order
+    /// and binding), or as bound when it has no such listener.
+    func current(in configuration: BrokerConfiguration) -> BrokerConfiguration.Listener {
+        configuration.listeners.indices.contains(index) ? configuration.listeners[index] : value
     }
 }

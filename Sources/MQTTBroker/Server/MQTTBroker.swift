@@ -166,8 +166,7 @@ public final class MQTTBroker: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 let configuration = core.configuration.value
-                // The listener's settings as reloaded; a reload keeps the listeners' order and binding.
-                let listener = configuration.listeners.indices.contains(index) ? configuration.listeners[index] : bound
+                let listener = shared.current(in: configuration)
                 guard connections.open() else {
                     core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
                     return channel.close()

@@ -149,12 +149,15 @@ final class Session: @unchecked Sendable {
 
     /// New queue limits after a configuration reload; messages already queued stay.
     func updateLimits(_ limits: Limits) {
-        lock.withLock {
-            var limits = limits
-            if isBridge { limits.backpressure = false }
-            self.limits = limits
-            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
-        }
+        lock.withLock { applyLimitsLocked(limits) }
+    }
+
+    /// Puts `limits` in force (a bridge's session never holds publishers back). Under the lock.
+    private func applyLimitsLocked(_ limits: Limits) {
+        var limits = limits
+        if isBridge { limits.backpressure = false }
+        self.limits = limits
+        outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
     }
 
     /// Whether the session outlives its connection, and so is kept in the store.
@@ -229,8 +232,7 @@ final class Session: @unchecked Sendable {
     func forwardsToBridge() {
         lock.withLock {
             isBridge = true
-            limits.backpressure = false
-            outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: expiryIntervalStorage != 0)
+            applyLimitsLocked(limits)
         }
     }
 

@@ -95,15 +95,19 @@ final class SessionOutlet: @unchecked Sendable {
         // `Self.writeChunk` bytes): one allocation and one write for a batch instead of one each.
         var bytes = 0
         var buffer = channel.allocator.buffer(capacity: Self.estimatedSize(of: packets))
+        let changesPublish = rewriter != nil || topicAliasMaximum > 0
         for var packet in packets {
-            if let rewriter, case .publish(var publish) = packet {
-                rewriter.rewrite(&publish)
-                rewriter.willSend(publish)
-                packet = .publish(publish)
-            }
-            if topicAliasMaximum > 0, case .publish(var publish) = packet {
-                applyTopicAlias(&publish)
-                packet = .publish(publish)
+            var sentQoS: QoS?
+            if case .publish(var publish) = packet {
+                if changesPublish {
+                    if let rewriter {
+                        rewriter.rewrite(&publish)
+                        rewriter.willSend(publish)
+                    }
+                    if topicAliasMaximum > 0 { applyTopicAlias(&publish) }
+                    packet = .publish(publish)
+                }
+                sentQoS = publish.qos
             }
             let start = buffer.writerIndex
             do {
@@ -113,11 +117,11 @@ final class SessionOutlet: @unchecked Sendable {
                 statistics.dropped(.encodingFailed)
                 continue
             }
-            if case .publish(let publish) = packet { statistics.sent(publish.qos) }
+            if let sentQoS { statistics.sent(sentQoS) }
             if buffer.readableBytes >= Self.writeChunk {
                 bytes += buffer.readableBytes
                 channel.write(buffer, promise: nil)
-                buffer = channel.allocator.buffer(capacity: min(Self.writeChunk, buffer.readableBytes))
+                buffer = channel.allocator.buffer(capacity: Self.writeChunk)
             }
         }
         if buffer.readableBytes > 0 {

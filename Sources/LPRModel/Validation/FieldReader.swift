@@ -57,6 +57,23 @@ public struct FieldReader: Sendable {
         fail(Self.join(path, key), "expected \(expected), found \(value.typeName)")
     }
 
+    /// A member of one JSON type: `extract` gives it, or nil for another type (an error naming `expected`).
+    private mutating func typed<T>(
+        _ object: JSONObject,
+        _ key: String,
+        _ path: String,
+        required: Bool,
+        expected: String,
+        _ extract: (JSONValue) -> T?
+    ) -> T? {
+        guard let value = value(object, key, path, required: required) else { return nil }
+        guard let member = extract(value) else {
+            wrongType(value, path, key, expected: expected)
+            return nil
+        }
+        return member
+    }
+
     /// A string member; required ones must not be empty.
     public mutating func string(_ object: JSONObject, _ key: String, at path: String = "", required: Bool = true) -> String? {
         guard let value = value(object, key, path, required: required) else { return nil }
@@ -131,52 +148,27 @@ public struct FieldReader: Sendable {
 
     /// A number member.
     public mutating func number(_ object: JSONObject, _ key: String, at path: String = "", required: Bool = false) -> Double? {
-        guard let value = value(object, key, path, required: required) else { return nil }
-        guard let number = value.doubleValue else {
-            wrongType(value, path, key, expected: "a number")
-            return nil
-        }
-        return number
+        typed(object, key, path, required: required, expected: "a number") { $0.doubleValue }
     }
 
     /// A whole-number member.
     public mutating func integer(_ object: JSONObject, _ key: String, at path: String = "", required: Bool = false) -> Int? {
-        guard let value = value(object, key, path, required: required) else { return nil }
-        guard let number = value.intValue else {
-            wrongType(value, path, key, expected: "an integer")
-            return nil
-        }
-        return number
+        typed(object, key, path, required: required, expected: "an integer") { $0.intValue }
     }
 
     /// A boolean member.
     public mutating func bool(_ object: JSONObject, _ key: String, at path: String = "", required: Bool = false) -> Bool? {
-        guard let value = value(object, key, path, required: required) else { return nil }
-        guard let flag = value.boolValue else {
-            wrongType(value, path, key, expected: "a boolean")
-            return nil
-        }
-        return flag
+        typed(object, key, path, required: required, expected: "a boolean") { $0.boolValue }
     }
 
     /// An object member.
     public mutating func object(_ object: JSONObject, _ key: String, at path: String = "", required: Bool = false) -> JSONObject? {
-        guard let value = value(object, key, path, required: required) else { return nil }
-        guard let member = value.objectValue else {
-            wrongType(value, path, key, expected: "an object")
-            return nil
-        }
-        return member
+        typed(object, key, path, required: required, expected: "an object") { $0.objectValue }
     }
 
     /// An array member.
     public mutating func array(_ object: JSONObject, _ key: String, at path: String = "", required: Bool = false) -> [JSONValue]? {
-        guard let value = value(object, key, path, required: required) else { return nil }
-        guard let elements = value.arrayValue else {
-            wrongType(value, path, key, expected: "an array")
-            return nil
-        }
-        return elements
+        typed(object, key, path, required: required, expected: "an array") { $0.arrayValue }
     }
 
     /// An RFC 3339 timestamp member.

@@ -184,10 +184,6 @@ public final class MQTTBroker: Service, Sendable {
                         try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
                         try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))
                     }
-                    try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(statistics: core.statistics))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(MQTTPacketDecoder(maximumPacketSize: configuration.effectiveMaxPacketSize))
-                    )
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: shared))
                 }
             }

@@ -31,6 +31,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var configuration: BrokerConfiguration { snapshot.value }
     /// The listener that accepted the connection (shared by its connections).
     private let boundListener: SharedListener
+    /// The listener's open connections, which this one leaves when its pipeline is torn down.
+    private let connections: ManagedConnectionCount?
     private var listener: BrokerConfiguration.Listener { boundListener.current(in: configuration) }
     private var machine: ConnectionStateMachine
     /// Decoding happens here rather than in a handler of its own: one handler fewer in every
@@ -53,8 +55,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// it, or while it waits for subscribers it feeds (back-pressure, see ``ConnectionStateMachine``).
     private var reading = true
 
-    init(core: BrokerCore, listener: SharedListener) {
+    init(core: BrokerCore, listener: SharedListener, counted connections: ManagedConnectionCount? = nil) {
         self.core = core
+        self.connections = connections
         let snapshot = core.configuration.snapshot
         self.snapshot = snapshot
         self.machine = ConnectionStateMachine(limits: .init(snapshot.value), now: .now())
@@ -83,12 +86,17 @@ final class ConnectionHandler: ChannelInboundHandler {
         core.connections.register(context.channel)
         peer = context.remoteAddress
         let seconds = Int64(configuration.connectTimeout)
-        let channel = context.channel
-        connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) { [logger] in
-            logger.notice("closing a connection that sent no CONNECT within \(seconds) s")
-            channel.close(promise: nil)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
+            let (handler, context) = bound.value
+            handler.logger.notice("closing a connection that sent no CONNECT within \(seconds) s")
+            context.close(promise: nil)
         }
         context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        connections?.close()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -209,6 +217,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         connectTimeout?.cancel()
+        connectTimeout = nil
         keepAliveTask?.cancel()
         lingerTask?.cancel()
         core.connections.unregister(context.channel)
@@ -267,6 +276,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func handleConnect(_ connect: ConnectPacket, context: ChannelHandlerContext) {
         connectTimeout?.cancel()
+        connectTimeout = nil
         let sessions = core.sessions
         let action = machine.connectReceived(connect, configuration: configuration, assignIdentifier: sessions.assignClientIdentifier)
         let admission: ConnectionStateMachine.Admission

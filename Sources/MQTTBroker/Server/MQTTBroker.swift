@@ -171,20 +171,25 @@ public final class MQTTBroker: Service, Sendable {
                     core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
                     return channel.close()
                 }
-                channel.closeFuture.whenComplete { _ in connections.close() }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
-                    // Each connection keeps its receive buffer between reads: start small (an idle
-                    // camera sends a PINGREQ now and then) and let busy connections grow it.
-                    try channel.syncOptions?.setOption(
-                        .recvAllocator,
-                        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
-                    )
-                    if let tls {
-                        try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
-                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))
+                    do {
+                        try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+                        // Each connection keeps its receive buffer between reads: start small (an idle
+                        // camera sends a PINGREQ now and then) and let busy connections grow it.
+                        try channel.syncOptions?.setOption(
+                            .recvAllocator,
+                            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
+                        )
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
+                            try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: shared, counted: connections))
+                    } catch {
+                        // The connection handler (which leaves the count when removed) was never added.
+                        connections.close()
+                        throw error
                     }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(core: core, listener: shared))
                 }
             }
         if let address = bound.address {
@@ -237,7 +242,7 @@ public final class MQTTBroker: Service, Sendable {
 }
 
 /// Connections open on one listener, against its `max_connections`.
-private final class ManagedConnectionCount: Sendable {
+final class ManagedConnectionCount: Sendable {
     private let limit: Int
     private let count = NIOLockedValueBox(0)
 

@@ -86,9 +86,9 @@ final class SessionOutlet: @unchecked Sendable {
     private func drain() {
         let packets = pending.withLockedValue { state -> [MQTTPacket] in
             state.drainScheduled = false
-            let packets = state.packets
-            state.packets.removeAll(keepingCapacity: true)
-            return packets
+            // The list goes with the batch: an idle connection keeps no capacity for packets.
+            defer { state.packets = [] }
+            return state.packets
         }
         guard channel.isActive else { return }
         // The packets go out encoded one after another in as few buffers as possible (one per

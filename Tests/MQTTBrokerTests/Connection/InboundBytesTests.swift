@@ -49,7 +49,12 @@ struct InboundBytesTests {
             #expect(suback.reasonCodes == [.grantedQoS1])
             let middle = received[1...2]
             #expect(middle.contains { if case .puback(let ack) = $0 { return ack.packetIdentifier == 2 } else { return false } })
-            #expect(middle.contains { if case .publish(let publish) = $0 { return publish.topicName == "cut/a" && publish.payload == payload } else { return false } })
+            #expect(
+                middle.contains {
+                    if case .publish(let publish) = $0 { return publish.topicName == "cut/a" && publish.payload == payload }
+                    return false
+                }
+            )
             #expect(received.last == .pingresp)
 
             // The PUBLISH split over a hundred writes arrives whole.

@@ -84,7 +84,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         core.connections.register(context.channel)
-        peer = context.remoteAddress
+        peer = context.channel.remoteAddress
         let seconds = Int64(configuration.connectTimeout)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
@@ -293,7 +293,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             password: connect.password,
             protocolVersion: connect.protocolVersion,
             listener: listener,
-            remoteAddress: context.remoteAddress,
+            remoteAddress: context.channel.remoteAddress,
             properties: connect.properties,
             clientCertificate: ClientCertificateIdentity.verifiedPeer(of: context.pipeline.syncOperations)
         )
@@ -326,7 +326,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// address is being throttled, then answers.
     private func throttle(_ result: AuthenticationResult, context: ChannelHandlerContext) {
         guard machine.phase == .authenticating else { return }
-        let address = context.remoteAddress
+        let address = context.channel.remoteAddress
         if case .refused(let reason, _) = result, reason == .notAuthorized || reason == .badUserNameOrPassword {
             core.statistics.authenticationFailures.wrappingIncrement(ordering: .relaxed)
             core.loginThrottle.recordFailure(from: address)

@@ -18,7 +18,7 @@
 ///    (to give copies read back from the store their packet identifiers); nothing waits for the
 ///    database while holding a session's lock.
 /// 4. Leaves, which take no other lock while held:
-///    - `SessionOutlet.pending` — packets waiting for the connection's event loop;
+///    - `SessionOutlet.lock` — packets waiting for the connection's event loop;
 ///    - `SQLiteBrokerStore.pending` — operations waiting for the next group commit (completions
 ///      run on the store's thread after it is released);
 ///    - `RetainedMessageStore.messages`, `ConfigurationInForce`, `SecurityInForce`,
@@ -31,6 +31,8 @@
 /// A connection's own state (its ``ConnectionStateMachine``) needs no lock: only its event loop
 /// touches it; other threads reach it through `eventLoop.execute` (close requests, publishers
 /// woken when a subscriber drained).
+///
+/// Sessions and outlets keep their lock inline (``InlineLock``); the others are `NIOLock`s.
 ///
 /// Counters (`BrokerStatistics`) are relaxed atomics and may be touched under any lock.
 /// Nothing blocks on I/O while holding a lock: writes go through the outlet's event loop,

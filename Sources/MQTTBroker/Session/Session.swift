@@ -94,7 +94,7 @@ final class Session: @unchecked Sendable {
     static let dropLogInterval = TimeAmount.seconds(60)
 
     let clientID: String
-    private let lock = NIOLock()
+    private let lock = InlineLock()
     private let environment: SessionEnvironment
 
     // Everything below is guarded by `lock`.

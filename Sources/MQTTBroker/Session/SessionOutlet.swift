@@ -16,7 +16,10 @@ final class SessionOutlet: @unchecked Sendable {
     /// How many QoS 1/2 messages may be in flight to the client (our limit and its receive maximum).
     let sendQuota: Int
     private let statistics: BrokerStatistics
-    private let pending = NIOLockedValueBox<(packets: [MQTTPacket], drainScheduled: Bool)>(([], false))
+    /// Guards `pending` and `drainScheduled`.
+    private let lock = InlineLock()
+    private var pending: [MQTTPacket] = []
+    private var drainScheduled = false
     /// Topic aliases the client accepts from us (its 5.0 topic alias maximum).
     private let topicAliasMaximum: UInt16
     /// Aliases given so far; touched only on the connection's event loop (in `drain`).
@@ -46,10 +49,10 @@ final class SessionOutlet: @unchecked Sendable {
     var isWritable: Bool { channel.isWritable }
 
     func send(_ packet: MQTTPacket) {
-        let schedule = pending.withLockedValue { state -> Bool in
-            state.packets.append(packet)
-            guard !state.drainScheduled else { return false }
-            state.drainScheduled = true
+        let schedule = lock.withLock { () -> Bool in
+            pending.append(packet)
+            guard !drainScheduled else { return false }
+            drainScheduled = true
             return true
         }
         if schedule { channel.eventLoop.execute { self.drain() } }
@@ -57,10 +60,10 @@ final class SessionOutlet: @unchecked Sendable {
 
     func send(_ packets: [MQTTPacket]) {
         guard !packets.isEmpty else { return }
-        let schedule = pending.withLockedValue { state -> Bool in
-            state.packets.append(contentsOf: packets)
-            guard !state.drainScheduled else { return false }
-            state.drainScheduled = true
+        let schedule = lock.withLock { () -> Bool in
+            pending.append(contentsOf: packets)
+            guard !drainScheduled else { return false }
+            drainScheduled = true
             return true
         }
         if schedule { channel.eventLoop.execute { self.drain() } }
@@ -84,11 +87,11 @@ final class SessionOutlet: @unchecked Sendable {
     }
 
     private func drain() {
-        let packets = pending.withLockedValue { state -> [MQTTPacket] in
-            state.drainScheduled = false
+        let packets = lock.withLock { () -> [MQTTPacket] in
+            drainScheduled = false
             // The list goes with the batch: an idle connection keeps no capacity for packets.
-            defer { state.packets = [] }
-            return state.packets
+            defer { pending = [] }
+            return pending
         }
         guard channel.isActive else { return }
         // The packets go out encoded one after another in as few buffers as possible (one per

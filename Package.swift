@@ -122,7 +122,9 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
-            resources: [.copy("Web")]
+            // The dashboard's files are compiled in (HTTP/EmbeddedDashboard.swift, written by
+            // scripts/embed-web), not a resource bundle that copying the binary would leave behind.
+            exclude: ["Web"]
         ),
         // What runs next to a camera, a video pipeline or a site gateway: `databus camera`,
         // `databus pipeline`, `databus gateway`.

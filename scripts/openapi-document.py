@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the REST API's OpenAPI 3.1 document: python3 scripts/openapi-document.py > Sources/LPRServer/Web/openapi.json
+"""Writes the REST API's OpenAPI 3.1 document: python3 scripts/openapi-document.py > Sources/LPRServer/Web/openapi.json (then scripts/embed-web)
 
 The document must match what the server does: OpenAPITests compares its operations with the
 server's route table and runs schemathesis against the live API with it."""

@@ -2,8 +2,9 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// The dashboard's files (`Web/` in the package's resources), read once and served from memory:
-/// no CDN, nothing fetched from outside (edge sites are offline).
+/// The dashboard's files (`Web/`, compiled into the binary by `scripts/embed-web` so that a
+/// `databus` binary copied to another machine still serves them), decoded once and served from
+/// memory: no CDN, nothing fetched from outside (edge sites are offline).
 final class DashboardFiles: Sendable {
     struct File: Sendable {
         let bytes: ByteBuffer
@@ -27,13 +28,9 @@ final class DashboardFiles: Sendable {
 
     private init() {
         var files: [String: File] = [:]
-        if let folder = Bundle.module.url(forResource: "Web", withExtension: nil),
-            let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path)
-        {
-            for name in names {
-                guard let data = FileManager.default.contents(atPath: folder.appendingPathComponent(name).path) else { continue }
-                files[name] = File(bytes: ByteBuffer(bytes: data), contentType: Self.contentType(of: name))
-            }
+        for (name, base64) in EmbeddedDashboard.files {
+            guard let data = Data(base64Encoded: base64, options: .ignoreUnknownCharacters) else { continue }
+            files[name] = File(bytes: ByteBuffer(bytes: data), contentType: Self.contentType(of: name))
         }
         self.files = files
     }

@@ -111,10 +111,19 @@ final class StateBroadcast: Sendable {
         return stream
     }
 
+    /// Held while states are handed to the sequences, so that every sequence sees them in the
+    /// order they were set. Not `state`'s lock: handing a value to a sequence may resume its
+    /// task, which waits for that task's own lock, and a task being cancelled holds that lock
+    /// while its sequence's `onTermination` takes `state`'s lock (that deadlocked an event loop).
+    private let handOver = NIOLock()
+
     func set(_ newState: ConnectionState) {
-        state.withLockedValue { state in
-            state.current = newState
-            for listener in state.listeners.values { listener.yield(newState) }
+        handOver.withLock {
+            let listeners = state.withLockedValue { state in
+                state.current = newState
+                return Array(state.listeners.values)
+            }
+            for listener in listeners { listener.yield(newState) }
         }
     }
 }

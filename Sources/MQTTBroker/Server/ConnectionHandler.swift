@@ -51,6 +51,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var connectTimeout: Scheduled<Void>?
     private var keepAliveTask: RepeatedTask?
     private var lingerTask: Scheduled<Void>?
+    private var lingerReads: RepeatedTask?
+    /// The broker closed the connection and waits for the client to read that (``closeAfterLinger(context:)``).
+    private var lingering = false
     /// Whether the channel reads (autoRead): off while the client does not read what we send
     /// it, or while it waits for subscribers it feeds (back-pressure, see ``ConnectionStateMachine``).
     private var reading = true
@@ -153,6 +156,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Reads the connection only while the client takes what we send it and is not held back
     /// waiting for subscribers it feeds.
     private func updateReading(context: ChannelHandlerContext) {
+        guard !lingering else { return }
         let read = context.channel.isWritable && !machine.readingPaused
         guard read != reading else { return }
         reading = read
@@ -220,6 +224,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         connectTimeout = nil
         keepAliveTask?.cancel()
         lingerTask?.cancel()
+        lingerReads?.cancel()
         core.connections.unregister(context.channel)
         endSession()
         context.fireChannelInactive()
@@ -267,6 +272,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 if sessionExpiry != 0 { core.store?.record([.putSession(clientID: session.clientID, expiryInterval: sessionExpiry)]) }
             }
             logger.debug("client disconnected")
+            // What the client asked for before its DISCONNECT (a CONNACK, a PINGRESP, a SUBACK
+            // in the same write) still reaches it, as from mosquitto.
+            outlet?.writePending()
             endSession()
             context.close(promise: nil)
         }
@@ -576,12 +584,29 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Shuts our side down for writing once what was written has left, then reads and ignores
     /// what the client still sends until it closes or ``closeLinger`` passes.
+    ///
+    /// Meanwhile the connection is read only a little (one buffer) every ``lingerReadInterval``: a client
+    /// that writes faster than we read would otherwise never find its socket full, and one whose
+    /// network thread writes until the socket is full before it reads (paho-mqtt's) would not
+    /// read our DISCONNECT; reading now and then still notices the client closing.
     private func closeAfterLinger(context: ChannelHandlerContext) {
         context.flush()
         let channel = context.channel
         channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
         lingerTask = context.eventLoop.scheduleTask(in: Self.closeLinger) { channel.close(promise: nil) }
+        lingering = true
+        reading = false
+        channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1).whenFailure { _ in }
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        lingerReads = context.eventLoop.scheduleRepeatedTask(initialDelay: Self.lingerReadInterval, delay: Self.lingerReadInterval) { task in
+            guard channel.isActive else { return task.cancel() }
+            bound.value.read()
+        }
     }
+
+    /// How often a connection the broker closed is read while it lingers.
+    static let lingerReadInterval = TimeAmount.milliseconds(50)
 
     private func connectionEnded(_ connected: ConnectionStateMachine.Connected, session: Session, outlet: SessionOutlet) {
         core.statistics.clientDisconnected()

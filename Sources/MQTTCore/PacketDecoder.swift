@@ -20,7 +20,7 @@ public struct MQTTPacketDecoder: NIOSingleStepByteToMessageDecoder {
         self.maximumPacketSize = maximumPacketSize
     }
 
-    public mutating func decode(buffer: inout ByteBuffer) throws -> MQTTPacket? {
+    public mutating func decode(buffer: inout ByteBuffer) throws(MQTTDecodingError) -> MQTTPacket? {
         guard let packet = try MQTTPacket.read(from: &buffer, version: version, maximumPacketSize: maximumPacketSize) else {
             return nil
         }

@@ -317,20 +317,9 @@ final class Bridge: @unchecked Sendable {
         case .send(let packet):
             connection.outlet?.send(packet)
         case .sendAfterStoring(let packet, let operations):
-            guard let outlet = connection.outlet else { return }
-            if let store = core.store, !operations.isEmpty {
-                store.commit(operations) { _ in outlet.send(packet) }
-            } else {
-                outlet.send(packet)
-            }
+            connection.outlet?.send(packet, afterStoring: operations, in: core.store)
         case .outbound(let acknowledgement):
-            let now = NIODeadline.now()
-            switch acknowledgement {
-            case .puback(let identifier), .pubcomp(let identifier):
-                session.acknowledge(identifier, now: now)
-            case .pubrec(let identifier, let reason):
-                session.received(identifier, reasonCode: reason, now: now)
-            }
+            session.acknowledged(acknowledgement, now: .now())
         case .subscriptionsRefused(let filters):
             logger.warning("the remote broker refused subscriptions", metadata: ["filters": "\(filters.joined(separator: " "))"])
         case .close(let why):

@@ -159,13 +159,9 @@ struct BridgeConnectionStateMachine {
         case .pubcomp(let complete):
             return .outbound(.pubcomp(complete.packetIdentifier))
         case .pubrel(let release):
-            let identifier = release.packetIdentifier
-            let known = session.releaseIncoming(identifier)
-            let pubcomp = MQTTPacket.pubcomp(
-                PubCompPacket(packetIdentifier: identifier, reasonCode: known ? .success : .packetIdentifierNotFound)
-            )
-            guard known, settings.persistence else { return .send(pubcomp) }
-            return .sendAfterStoring(pubcomp, [.deleteIncoming(clientID: settings.localClientID, packetIdentifier: identifier)])
+            let storedFor = settings.persistence ? settings.localClientID : nil
+            let (pubcomp, operations) = ConnectionStateMachine.release(release, session: session, storedFor: storedFor)
+            return operations.isEmpty ? .send(pubcomp) : .sendAfterStoring(pubcomp, operations)
         case .suback(let suback):
             let filters = pendingSubscriptions.removeValue(forKey: suback.packetIdentifier) ?? []
             let refused = zip(filters, suback.reasonCodes).filter { $0.1.isFailure }.map(\.0)

@@ -146,10 +146,22 @@ extension ConnectionStateMachine {
     /// the identifier's next use).
     mutating func releaseReceived(_ release: PubRelPacket, session: some SessionRules) -> ReadAction {
         guard let connected else { return .ignore }
+        let stored = limits.persistence && connected.sessionExpiry != 0
+        let (pubcomp, operations) = Self.release(release, session: session, storedFor: stored ? connected.clientID : nil)
+        return operations.isEmpty ? .send(pubcomp) : .sendAfterStoring(pubcomp, operations)
+    }
+
+    /// PUBREL: the QoS 2 message is released; the PUBCOMP to send, and when the message was
+    /// stored for `clientID`, the store change to make first.
+    static func release(
+        _ release: PubRelPacket,
+        session: some SessionRules,
+        storedFor clientID: String?
+    ) -> (pubcomp: MQTTPacket, operations: [StoreOperation]) {
         let identifier = release.packetIdentifier
         let known = session.releaseIncoming(identifier)
         let pubcomp = MQTTPacket.pubcomp(PubCompPacket(packetIdentifier: identifier, reasonCode: known ? .success : .packetIdentifierNotFound))
-        guard known, limits.persistence, connected.sessionExpiry != 0 else { return .send(pubcomp) }
-        return .sendAfterStoring(pubcomp, [.deleteIncoming(clientID: connected.clientID, packetIdentifier: identifier)])
+        guard known, let clientID else { return (pubcomp, []) }
+        return (pubcomp, [.deleteIncoming(clientID: clientID, packetIdentifier: identifier)])
     }
 }

@@ -4,7 +4,8 @@ import NIOCore
 
 /// One client connection on its event loop: it decodes the bytes the client sends and feeds
 /// what happens (packets, decoding errors, timers, close requests) to a
-/// ``ConnectionStateMachine``, and carries out the actions that come back. The protocol rules live in the state machine; this class only does the I/O and
+/// ``ConnectionStateMachine``, and carries out the actions that come back. The protocol rules
+/// live in the state machine; this class only does the I/O and
 /// talks to the shared parts of the broker (sessions, the distributor, the store).
 ///
 /// Packets to the client leave through its ``SessionOutlet``. When the broker closes the
@@ -133,12 +134,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             } catch {
                 decodingStopped = true
                 undecoded = nil
-                if let error = error as? MQTTDecodingError {
-                    decodingFailed(error, context: context)
-                } else {
-                    logger.debug("decoding error: \(error)")
-                    context.close(promise: nil)
-                }
+                decodingFailed(error, context: context)
                 return
             }
             perform(machine.packetReceived(packet, now: .now(), session: sessionRules), context: context)
@@ -247,21 +243,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         case .send(let packet):
             outlet?.send(packet)
         case .sendAfterStoring(let packet, let operations):
-            guard let outlet else { return }
-            if let store = core.store, !operations.isEmpty {
-                store.commit(operations) { _ in outlet.send(packet) }
-            } else {
-                outlet.send(packet)
-            }
+            outlet?.send(packet, afterStoring: operations, in: core.store)
         case .outbound(let acknowledgement):
-            guard let session else { return }
-            let now = NIODeadline.now()
-            switch acknowledgement {
-            case .puback(let identifier), .pubcomp(let identifier):
-                session.acknowledge(identifier, now: now)
-            case .pubrec(let identifier, let reason):
-                session.received(identifier, reasonCode: reason, now: now)
-            }
+            session?.acknowledged(acknowledgement, now: .now())
         case .subscribe(let plan):
             subscribe(plan)
         case .unsubscribe(let unsubscribe):

@@ -388,6 +388,16 @@ final class Session: @unchecked Sendable {
         withEffects { effects in outbound.acknowledge(identifier, connection: outlet, effects: &effects, now: now) }
     }
 
+    /// The client's PUBACK, PUBREC or PUBCOMP for a message sent to it.
+    func acknowledged(_ acknowledgement: ConnectionStateMachine.OutboundAcknowledgement, now: NIODeadline) {
+        switch acknowledgement {
+        case .puback(let identifier), .pubcomp(let identifier):
+            acknowledge(identifier, now: now)
+        case .pubrec(let identifier, let reason):
+            received(identifier, reasonCode: reason, now: now)
+        }
+    }
+
     /// PUBREC from the client.
     func received(_ identifier: UInt16, reasonCode: ReasonCode, now: NIODeadline) {
         withEffects { effects in outbound.received(identifier, reasonCode: reasonCode, connection: outlet, effects: &effects, now: now) }

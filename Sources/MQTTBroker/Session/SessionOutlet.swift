@@ -69,6 +69,12 @@ final class SessionOutlet: @unchecked Sendable {
         if schedule { channel.eventLoop.execute { self.drain() } }
     }
 
+    /// Sends `packet` once `operations` are in `store` (at once when there is nothing to store).
+    func send(_ packet: MQTTPacket, afterStoring operations: [StoreOperation], in store: SQLiteBrokerStore?) {
+        guard let store, !operations.isEmpty else { return send(packet) }
+        store.commit(operations) { _ in self.send(packet) }
+    }
+
     /// Whether `packet` fits the client's maximum packet size.
     func fits(_ packet: MQTTPacket) -> Bool {
         guard let limit = clientMaximumPacketSize else { return true }

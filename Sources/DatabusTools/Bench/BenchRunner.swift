@@ -240,10 +240,10 @@ public struct BenchRunner: Sendable {
             channels += batchChannels
             opened += batch
         }
-        // Let the broker settle, then read its memory while every connection is held.
-        try await Task.sleep(for: .seconds(1))
+        // Hold every connection idle for the run's duration (at least a second, for the broker
+        // to settle), then read the broker's memory.
+        try await Task.sleep(for: max(.seconds(1), configuration.duration))
         let after = configuration.brokerPID.flatMap { ProcessSample.take($0) }
-        try await Task.sleep(for: configuration.duration)
         var perConnection: Double?
         if let before, let after { perConnection = Double(after.rssKilobytes - before.rssKilobytes) * 1024 / Double(channels.count) }
         return BenchReport(

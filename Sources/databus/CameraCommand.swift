@@ -62,23 +62,7 @@ struct CameraCommand: AsyncParsableCommand {
     @Option(name: .customLong("checkpoint-id"), help: "The camera's checkpoint (default: CHECKPOINT_ID, else CP001).")
     var checkpointID: String?
 
-    @Option(help: ArgumentHelp("The broker: mqtt://HOST:PORT or mqtts://HOST:PORT.", valueName: "url"))
-    var broker: String?
-
-    @Option(name: [.customShort("u"), .customLong("username")], help: "The user name to log in with.")
-    var username: String?
-
-    @Option(name: [.customShort("P"), .customLong("password")], help: "The password to log in with.")
-    var password: String?
-
-    @Option(help: ArgumentHelp("The CA certificate (PEM) that signed the broker's certificate.", valueName: "file"))
-    var cafile: String?
-
-    @Option(help: ArgumentHelp("The camera's client certificate (PEM), for mutual TLS.", valueName: "file"))
-    var cert: String?
-
-    @Option(help: ArgumentHelp("The client certificate's private key (PEM).", valueName: "file"))
-    var key: String?
+    @OptionGroup var login: BrokerLoginOptions
 
     @Option(name: .customLong("client-id"), help: "The MQTT client id (default: camera-{camera id}).")
     var clientID: String?
@@ -312,26 +296,19 @@ struct CameraCommand: AsyncParsableCommand {
 
     /// The flags as settings, by variable name.
     private func flags() throws -> [String: String] {
-        var values: [String: String] = [:]
-        if let broker {
-            guard let components = URLComponents(string: broker), let scheme = components.scheme, ["mqtt", "mqtts", "tcp", "ssl"].contains(scheme),
-                let host = components.host, !host.isEmpty
-            else {
-                throw AgentSettingsError(name: "--broker", "\"\(broker)\": expected mqtt://HOST:PORT or mqtts://HOST:PORT")
-            }
-            let tls = scheme == "mqtts" || scheme == "ssl"
-            values["MQTT_BROKER_HOST"] = host
-            values["MQTT_BROKER_PORT"] = String(components.port ?? (tls ? 8883 : 1883))
-            values["MQTT_TLS_ENABLED"] = tls ? "true" : "false"
-            if let user = components.user { values["MQTT_USERNAME"] = user }
-            if let password = components.password { values["MQTT_PASSWORD"] = password }
+        let keys = BrokerLoginOptions.Keys(
+            host: "MQTT_BROKER_HOST",
+            port: "MQTT_BROKER_PORT",
+            tls: "MQTT_TLS_ENABLED",
+            username: "MQTT_USERNAME",
+            password: "MQTT_PASSWORD",
+            caFile: "MQTT_CA_CERT",
+            certificate: "MQTT_CLIENT_CERT",
+            privateKey: "MQTT_CLIENT_KEY"
+        )
+        var values = try login.values(keys) { url in
+            AgentSettingsError(name: "--broker", "\"\(url)\": expected mqtt://HOST:PORT or mqtts://HOST:PORT")
         }
-        if let username { values["MQTT_USERNAME"] = username }
-        if let password { values["MQTT_PASSWORD"] = password }
-        if let cafile { values["MQTT_CA_CERT"] = cafile }
-        if let cert { values["MQTT_CLIENT_CERT"] = cert }
-        if let key { values["MQTT_CLIENT_KEY"] = key }
-        if cafile != nil || cert != nil, broker == nil { values["MQTT_TLS_ENABLED"] = "true" }
         if let clientID { values["MQTT_CLIENT_ID"] = clientID }
         if let mqttVersion { values["MQTT_PROTOCOL_VERSION"] = mqttVersion }
         if let cameraID { values["CAMERA_ID"] = cameraID }

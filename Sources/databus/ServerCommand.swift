@@ -35,23 +35,7 @@ struct ServerCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: ArgumentHelp("The broker: mqtt://HOST:PORT or mqtts://HOST:PORT.", valueName: "url"))
-    var broker: String?
-
-    @Option(name: [.customShort("u"), .customLong("username")], help: "The user name to log in with.")
-    var username: String?
-
-    @Option(name: [.customShort("P"), .customLong("password")], help: "The password to log in with.")
-    var password: String?
-
-    @Option(help: ArgumentHelp("The CA certificate (PEM) that signed the broker's certificate.", valueName: "file"))
-    var cafile: String?
-
-    @Option(help: ArgumentHelp("The server's client certificate (PEM), for mutual TLS.", valueName: "file"))
-    var cert: String?
-
-    @Option(help: ArgumentHelp("The client certificate's private key (PEM).", valueName: "file"))
-    var key: String?
+    @OptionGroup var login: BrokerLoginOptions
 
     @Option(name: .customLong("client-id"), help: "The MQTT client id (default: lprserver_v3).")
     var clientID: String?
@@ -110,26 +94,19 @@ struct ServerCommand: AsyncParsableCommand {
 
     /// The flags as setting keys.
     private func flags() throws -> [String: String] {
-        var values: [String: String] = [:]
-        if let broker {
-            guard let components = URLComponents(string: broker), let scheme = components.scheme, ["mqtt", "mqtts", "tcp", "ssl"].contains(scheme),
-                let host = components.host, !host.isEmpty
-            else {
-                throw LPRServerSettings.Invalid(variable: "--broker", value: broker, expected: "mqtt://HOST:PORT or mqtts://HOST:PORT")
-            }
-            let tls = scheme == "mqtts" || scheme == "ssl"
-            values["mqtt.broker.host"] = host
-            values["mqtt.broker.port"] = String(components.port ?? (tls ? 8883 : 1883))
-            values["mqtt.tls.enabled"] = tls ? "true" : "false"
-            if let user = components.user { values["mqtt.username"] = user }
-            if let password = components.password { values["mqtt.password"] = password }
+        let keys = BrokerLoginOptions.Keys(
+            host: "mqtt.broker.host",
+            port: "mqtt.broker.port",
+            tls: "mqtt.tls.enabled",
+            username: "mqtt.username",
+            password: "mqtt.password",
+            caFile: "mqtt.ca.cert",
+            certificate: "mqtt.client.cert",
+            privateKey: "mqtt.client.key"
+        )
+        var values = try login.values(keys) { url in
+            LPRServerSettings.Invalid(variable: "--broker", value: url, expected: "mqtt://HOST:PORT or mqtts://HOST:PORT")
         }
-        if let username { values["mqtt.username"] = username }
-        if let password { values["mqtt.password"] = password }
-        if let cafile { values["mqtt.ca.cert"] = cafile }
-        if let cert { values["mqtt.client.cert"] = cert }
-        if let key { values["mqtt.client.key"] = key }
-        if cafile != nil || cert != nil, broker == nil { values["mqtt.tls.enabled"] = "true" }
         if let clientID { values["mqtt.client.id"] = clientID }
         if let database { values["lpr.database"] = database }
         if let share { values["lpr.share.group"] = share }

@@ -149,15 +149,12 @@ struct BridgeConnectionStateMachine {
         case .connected:
             break
         }
+        if let acknowledgement = ConnectionStateMachine.OutboundAcknowledgement(packet) { return .outbound(acknowledgement) }
         switch packet {
         case .publish(let publish):
             return publishReceived(publish, now: now, session: session)
-        case .puback(let ack):
-            return .outbound(.puback(ack.packetIdentifier))
-        case .pubrec(let received):
-            return .outbound(.pubrec(received.packetIdentifier, received.reasonCode))
-        case .pubcomp(let complete):
-            return .outbound(.pubcomp(complete.packetIdentifier))
+        case .puback, .pubrec, .pubcomp:
+            return .none  // answered above
         case .pubrel(let release):
             let storedFor = settings.persistence ? settings.localClientID : nil
             let (pubcomp, operations) = ConnectionStateMachine.release(release, session: session, storedFor: storedFor)

@@ -164,6 +164,17 @@ struct ConnectionStateMachine {
         case puback(UInt16)
         case pubrec(UInt16, ReasonCode)
         case pubcomp(UInt16)
+
+        /// What `packet` acknowledges, when it is a PUBACK, PUBREC or PUBCOMP (the client's or,
+        /// for a bridge, the remote broker's).
+        init?(_ packet: MQTTPacket) {
+            switch packet {
+            case .puback(let ack): self = .puback(ack.packetIdentifier)
+            case .pubrec(let received): self = .pubrec(received.packetIdentifier, received.reasonCode)
+            case .pubcomp(let complete): self = .pubcomp(complete.packetIdentifier)
+            default: return nil
+            }
+        }
     }
 
     /// Decides on one packet from the client.
@@ -240,15 +251,12 @@ struct ConnectionStateMachine {
     }
 
     private mutating func connectedPacketReceived(_ packet: MQTTPacket, now: NIODeadline, session: some SessionRules) -> ReadAction {
+        if let acknowledgement = OutboundAcknowledgement(packet) { return .outbound(acknowledgement) }
         switch packet {
         case .publish(let publish):
             return publishReceived(publish, now: now, session: session)
-        case .puback(let ack):
-            return .outbound(.puback(ack.packetIdentifier))
-        case .pubrec(let received):
-            return .outbound(.pubrec(received.packetIdentifier, received.reasonCode))
-        case .pubcomp(let complete):
-            return .outbound(.pubcomp(complete.packetIdentifier))
+        case .puback, .pubrec, .pubcomp:
+            return .ignore  // answered above
         case .pubrel(let release):
             return releaseReceived(release, session: session)
         case .subscribe(let subscribe):

@@ -178,7 +178,7 @@ public final class MQTTBroker: Service, Sendable {
                         // camera sends a PINGREQ now and then) and let busy connections grow it.
                         try channel.syncOptions?.setOption(
                             .recvAllocator,
-                            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
+                            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65_536)
                         )
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())

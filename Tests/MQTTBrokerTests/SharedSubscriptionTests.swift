@@ -120,6 +120,86 @@ struct SharedSubscriptionTests {
         }
     }
 
+    @Test("a group's only member that keeps its session gets what it did not acknowledge again when it reconnects")
+    func onlyMemberKeepsItsMessages() async throws {
+        try await withSharedTestBroker { port in
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await camera.close() } }
+            _ = try await camera.handshake(clientIdentifier: "camera-3")
+            let persistent: Properties = [.sessionExpiryInterval(300)]
+            let solo = try await CodecConnection.connect(port: port, version: .v5)
+            _ = try await solo.handshake(clientIdentifier: "server-solo", cleanStart: false, properties: persistent)
+            try await subscribe(solo, "$share/ingest/lpr/#")
+
+            func publish(_ number: Int) async throws {
+                try await camera.send(
+                    .publish(
+                        PublishPacket(
+                            topicName: "lpr/plates",
+                            payload: ByteBuffer(string: "\(number)"),
+                            qos: .atLeastOnce,
+                            packetIdentifier: UInt16(number)
+                        )
+                    )
+                )
+                _ = try await camera.receive()
+            }
+            for number in 1...4 { try await publish(number) }
+            // Received, not acknowledged, then the connection drops.
+            #expect(try await receivePublishes(solo, count: 4, acknowledge: false).count == 4)
+            await solo.close()
+            // Two more while it is away.
+            for number in 5...6 { try await publish(number) }
+
+            let back = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await back.close() } }
+            let connack = try await back.handshake(clientIdentifier: "server-solo", cleanStart: false, properties: persistent)
+            #expect(connack.sessionPresent)
+            let again = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
+            #expect(again.sorted() == ["1", "2", "3", "4", "5", "6"])
+        }
+    }
+
+    @Test("copies waiting for a member whose session expires go to another member of the group")
+    func expiredMembersCopiesMove() async throws {
+        try await withSharedTestBroker { port in
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await camera.close() } }
+            _ = try await camera.handshake(clientIdentifier: "camera-4")
+            let shortLived = try await CodecConnection.connect(port: port, version: .v5)
+            _ = try await shortLived.handshake(clientIdentifier: "server-short", cleanStart: false, properties: [.sessionExpiryInterval(1)])
+            try await subscribe(shortLived, "$share/ingest/lpr/#")
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            let keeper = try await CodecConnection.connect(port: port, version: .v5)
+            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            try await subscribe(keeper, "$share/ingest/lpr/#")
+            await shortLived.close()
+            await keeper.close()
+
+            // Both away: the group's copies wait with one member or the other, in turn.
+            for number in 1...6 {
+                try await camera.send(
+                    .publish(
+                        PublishPacket(
+                            topicName: "lpr/plates",
+                            payload: ByteBuffer(string: "\(number)"),
+                            qos: .atLeastOnce,
+                            packetIdentifier: UInt16(number)
+                        )
+                    )
+                )
+                _ = try await camera.receive()
+            }
+            // The short-lived session expires: its copies go to the member that remains.
+            try await Task.sleep(for: .seconds(2))
+            let back = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await back.close() } }
+            _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
+            #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
+        }
+    }
+
     @Test("no-local on a shared subscription is a protocol error, an invalid share name is refused")
     func invalidSharedSubscriptions() async throws {
         try await withSharedTestBroker { port in

@@ -199,7 +199,16 @@ final class MessageDistributor: Sendable {
 
     /// Hands shared-subscription messages that `session` did not acknowledge to other members
     /// of their groups; dropped (and counted) when no other member is left.
-    func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
+    /// Gives the shared-subscription copies `session` holds and has not had acknowledged to
+    /// other members of their groups (its connection ended, or the session did); copies of a
+    /// group it is alone in stay with it.
+    func redistributeShared(of session: Session, now: NIODeadline) {
+        let groups = router.groupsWithOtherMembers(than: session)
+        guard !groups.isEmpty else { return }
+        redistribute(session.takeUnacknowledgedShared(in: groups), from: session, now: now)
+    }
+
+    private func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
         for item in messages {
             guard let member = router.alternate(in: item.group, excluding: session) else {
                 statistics.dropped(.noSharedMember)

@@ -67,6 +67,19 @@ final class SubscriptionRouter: @unchecked Sendable {
         }
     }
 
+    /// The shared groups `session` belongs to that have another member: copies it holds for
+    /// those may go to someone else; the others wait for it (or end with its session).
+    func groupsWithOtherMembers(than session: Session) -> Set<ObjectIdentifier> {
+        lock.withReadLock {
+            var found = Set<ObjectIdentifier>()
+            for (id, group) in sharedGroups
+            where group.members.contains(where: { $0.session === session }) && group.members.contains(where: { $0.session !== session }) {
+                found.insert(id)
+            }
+            return found
+        }
+    }
+
     /// Another member of `group` for a message whose chosen member `excluded` went away.
     func alternate(in group: SharedGroup, excluding excluded: Session) -> RouteEntry? {
         lock.withReadLock { group.pick(excluding: excluded) }

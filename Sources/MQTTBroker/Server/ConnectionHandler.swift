@@ -596,8 +596,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         core.statistics.clientDisconnected()
         let stillOwner = session.detach(outlet)
         let now = NIODeadline.now()
-        // Shared-subscription messages this client did not acknowledge go to another member.
-        core.distributor.redistribute(session.takeUnacknowledgedShared(), from: session, now: now)
+        // Shared-subscription messages this client did not acknowledge go to another member of
+        // their group; with no other member they wait for it, as its other messages do.
+        core.distributor.redistributeShared(of: session, now: now)
         if !connected.cleanDisconnect { logger.info("connection lost") }
         let ending = ConnectionStateMachine.ending(connected, stillOwner: stillOwner, sessionEnded: session.hasEnded)
         let core = self.core

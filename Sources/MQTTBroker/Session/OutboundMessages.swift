@@ -511,18 +511,20 @@ struct OutboundMessages {
     }
 
     /// Takes the shared-subscription copies not yet acknowledged (in flight before PUBREL, or
-    /// queued), so that another member of their group receives them instead.
-    mutating func takeUnacknowledgedShared(effects: inout some OutboundEffects) -> [Unacknowledged] {
+    /// queued) whose group is in `groups`, so that another member of it receives them instead.
+    /// Copies of a group with no other member stay: they wait for this client, as any copy does.
+    mutating func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>, effects: inout some OutboundEffects) -> [Unacknowledged] {
         var taken: [Unacknowledged] = []
+        guard !groups.isEmpty else { return taken }
         for (identifier, outgoing) in inflight {
-            guard let group = outgoing.message.sharedGroup, outgoing.state == .published else { continue }
+            guard let group = outgoing.message.sharedGroup, groups.contains(ObjectIdentifier(group)), outgoing.state == .published else { continue }
             taken.append(Unacknowledged(message: outgoing.message.message, qos: outgoing.message.qos, group: group))
             inflight.removeValue(forKey: identifier)
             if outgoing.message.stored { effects.forgetStored(identifier) }
         }
         var kept = Deque<Message>()
         for item in queue {
-            if let group = item.sharedGroup, item.qos != .atMostOnce {
+            if let group = item.sharedGroup, groups.contains(ObjectIdentifier(group)), item.qos != .atMostOnce {
                 taken.append(Unacknowledged(message: item.message, qos: item.qos, group: group))
                 queuedBytes -= item.bytes
                 forget(item, effects: &effects)

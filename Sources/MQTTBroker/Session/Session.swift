@@ -375,10 +375,11 @@ final class Session: @unchecked Sendable {
         if now { waiter() }
     }
 
-    /// Takes the shared-subscription messages not yet acknowledged, so that another member of
-    /// their group receives them instead.
-    func takeUnacknowledgedShared() -> [Unacknowledged] {
-        withEffects { effects in outbound.takeUnacknowledgedShared(effects: &effects) }
+    /// Takes the shared-subscription messages not yet acknowledged whose group is in `groups`
+    /// (see ``SubscriptionRouter/groupsWithOtherMembers(than:)``), so that another member of
+    /// their group receives them instead; the others stay for this client.
+    func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>) -> [Unacknowledged] {
+        withEffects { effects in outbound.takeUnacknowledgedShared(in: groups, effects: &effects) }
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the message is delivered.

@@ -86,6 +86,9 @@ final class SessionRegistry: Sendable {
 
     private func discard(_ session: Session) {
         session.markEnded()
+        // Shared-subscription copies still waiting for it go to another member of their group
+        // (MQTT 5.0 section 4.8.2), before it leaves the groups.
+        distributor.redistributeShared(of: session, now: .now())
         for filter in session.subscriptions.keys {
             if let shared = try? SharedSubscription.parse(filter) {
                 distributor.router.unsubscribe(shared, session: session)

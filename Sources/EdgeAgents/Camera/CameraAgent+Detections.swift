@@ -62,6 +62,12 @@ extension CameraAgent {
     }
 
     private func submit(_ detection: Detection, source: String?, receivedAt now: Date) async throws -> SubmitOutcome {
+        let payload = JSONValue.object(detection.json).jsonBytes
+        // The server would refuse it: say so now rather than take it and send it for ever.
+        if let tooLarge = Detection.sizeError(bytes: payload.count) {
+            statistics.invalid += 1
+            throw MessageValidationError([tooLarge])
+        }
         let matches = watchlist.matches(detection, at: now)
         if !matches.isEmpty { runMatchHooks(matches, detection: detection, at: now) }
         switch filter.decide(detection, watchlisted: !matches.isEmpty) {
@@ -78,7 +84,6 @@ extension CameraAgent {
         }
         lastDetection = max(lastDetection ?? .distantPast, detection.timestamp)
         guard let outboxNow = tracker.submit(detection.messageID) else { return .alreadyPending(messageID: detection.messageID) }
-        let payload = JSONValue.object(detection.json).jsonBytes
         let record = DetectionJournal.Record(messageID: detection.messageID, payload: payload, outboxed: outboxNow, source: source)
         let isNew: Bool
         switch await journalInsert(record) {

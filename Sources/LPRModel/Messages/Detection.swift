@@ -68,6 +68,16 @@ public struct Detection: Sendable, Hashable {
         ]
     }
 
+    /// The largest detection message the LPR server takes (1 MiB): the seed's is about 1 KB, and
+    /// a thumbnail embedded in its metadata still fits. A camera agent refuses larger ones at once.
+    public static let maximumPayloadBytes = 1 << 20
+
+    /// Why a detection message of `bytes` bytes is refused (nil when it is not too large).
+    public static func sizeError(bytes: Int) -> FieldError? {
+        guard bytes > maximumPayloadBytes else { return nil }
+        return FieldError(path: "", reason: "the message is \(bytes) bytes; a detection may have \(maximumPayloadBytes) at most")
+    }
+
     /// The message's `message_id` when it has a usable one, even if the rest is invalid: a
     /// rejected detection is answered by it.
     public static func messageID(in json: JSONObject) -> String? {

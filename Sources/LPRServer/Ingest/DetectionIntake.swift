@@ -26,9 +26,12 @@ public enum DetectionIntake {
         case rejected(Rejected)
     }
 
-    /// The largest detection taken (1 MiB): the seed's is about 1 KB, and a thumbnail embedded
-    /// in its metadata still fits.
-    public static let maximumPayloadBytes = 1 << 20
+    /// The largest detection taken: ``Detection/maximumPayloadBytes`` (1 MiB).
+    public static var maximumPayloadBytes: Int { Detection.maximumPayloadBytes }
+
+    /// Up to this size an oversized detection is still parsed for its `message_id`, so that its
+    /// camera is told and stops re-sending it; larger ones are refused unread.
+    static let maximumParsedForMessageID = 16 << 20
 
     /// Validates a detection and matches its plates against the watch-list.
     ///
@@ -45,10 +48,12 @@ public enum DetectionIntake {
         matcher: WatchlistMatcher,
         makeID: () -> String = { UUID().uuidString.lowercased() }
     ) -> Decision {
-        // A detection is about a kilobyte; one of megabytes is refused before it is parsed.
-        guard payload.count <= maximumPayloadBytes else {
-            let reason = "the message is \(payload.count) bytes; a detection may have \(maximumPayloadBytes) at most"
-            return .rejected(Rejected(cameraID: cameraID, messageID: nil, errors: [FieldError(path: "", reason: reason)]))
+        // A detection is about a kilobyte; one of megabytes is refused, answered by its
+        // message_id when one is found, so that the camera does not send it again.
+        if let tooLarge = Detection.sizeError(bytes: payload.count) {
+            let messageID =
+                payload.count <= maximumParsedForMessageID ? (try? JSONObject.parse(payload)).flatMap { Detection.messageID(in: $0) } : nil
+            return .rejected(Rejected(cameraID: cameraID, messageID: messageID, errors: [tooLarge]))
         }
         let json: JSONObject
         do {

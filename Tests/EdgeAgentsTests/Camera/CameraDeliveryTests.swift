@@ -221,4 +221,51 @@ struct CameraRejectionTests {
             await server.disconnect()
         }
     }
+
+    @Test(
+        "a detection over the server's 1 MiB limit is refused at intake or rejected by the server, never accepted and re-sent forever",
+        arguments: [BrokerKind.databus]
+    )
+    func oversizedDetection(broker kind: BrokerKind) async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        try folder.write("none.env", "")
+        try await kind.with { broker in
+            let server = try await ServerProcess.start(brokerPort: broker.port, folder: folder)
+            let httpPort = try await Mosquitto.freePort()
+            let camera = try CameraProcess(
+                arguments: [
+                    "--broker", "mqtt://127.0.0.1:\(broker.port)", "--data-dir", folder.file("camera"), "--listen", "127.0.0.1:\(httpPort)",
+                    "--ack-timeout", "0.5", "--env-file", folder.file("none.env"),
+                ],
+                logPath: folder.file("camera.log")
+            )
+            #expect(await CameraHTTP.waitUntilListening(port: httpPort))
+            // A seed detection with a 1.2 MB thumbnail in its metadata: well under the agent's
+            // 8 MiB HTTP limit, over the server's 1 MiB (DetectionIntake.maximumPayloadBytes).
+            var big = try seedDetection(id: "big-1")
+            big["metadata"] = ["thumbnail": .string(String(repeating: "A", count: 1_200_000))]
+            let answer = try await CameraHTTP.post(port: httpPort, JSONValue.object(big).jsonText, in: folder)
+            let small = try await CameraHTTP.post(port: httpPort, JSONValue.object(try seedDetection(id: "small-1")).jsonText, in: folder)
+            #expect(small.status == 202)
+            #expect(await eventually { (try? await stored(["small-1"], in: server.database))?.found == 1 })
+            if answer.status == 202 {
+                // Taken: then the server must say `rejected`, before or after a few re-sends.
+                _ = await eventually {
+                    let status = try? await CameraHTTP.status(port: httpPort)
+                    return (status?["rejected"]?.intValue ?? 0) >= 1 || (status?["resent"]?.intValue ?? 0) >= 3
+                }
+                let status = try await CameraHTTP.status(port: httpPort)
+                #expect(
+                    status?["rejected"]?.intValue == 1 && status?["pending_detections"]?.intValue == 0,
+                    "the agent took a detection the server refuses for its size, and re-sends it without end: \(String(describing: status))"
+                )
+            } else {
+                #expect(answer.status == 413 || answer.status == 422, "\(answer.status) \(String(describing: answer.body))")
+            }
+            #expect((try await stored(["big-1"], in: server.database)).found == 0)
+            #expect(await camera.stop() == 0)
+            await server.stop()
+        }
+    }
 }

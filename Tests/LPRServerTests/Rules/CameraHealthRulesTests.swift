@@ -148,7 +148,7 @@ struct DetectionIntakeTests {
         }
     }
 
-    @Test("a detection over 1 MiB is refused before it is parsed, naming its size; one just under is taken")
+    @Test("a detection over 1 MiB is refused, naming its size; one just under is taken")
     func oversize() {
         func detection(padding: Int) -> [UInt8] {
             let head = #"{"message_id":"big","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","#
@@ -169,6 +169,28 @@ struct DetectionIntakeTests {
             return
         }
         #expect(rejection.errors.first?.reason.contains("\(large.count) bytes") == true)
+    }
+
+    @Test("a detection over 1 MiB is refused with its message_id, so that its camera is told and stops re-sending it")
+    func oversizeNamesMessageID() {
+        let padding = String(repeating: "A", count: DetectionIntake.maximumPayloadBytes)
+        let payload =
+            #"{"message_id":"big-1","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","#
+            + #""detection_data":{"plates":[{"plate_number":"ABC1234"}]},"metadata":{"thumbnail":"\#(padding)"}}"#
+        guard
+            case .rejected(let rejection) = DetectionIntake.evaluate(
+                cameraID: "CAM1",
+                payload: Array(payload.utf8),
+                receivedAt: now,
+                matcher: matcher
+            )
+        else {
+            Issue.record("accepted a detection of \(payload.utf8.count) bytes")
+            return
+        }
+        // Without a message_id the server sends no ack: `databus camera` keeps the detection and
+        // re-sends its megabyte forever (ack timeout doubling to 5 minutes).
+        #expect(rejection.messageID == "big-1")
     }
 }
 

@@ -134,6 +134,7 @@ let package = Package(
                 "LPRModel",
                 "MQTTCore",
                 "MQTTClient",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

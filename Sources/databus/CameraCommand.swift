@@ -14,7 +14,7 @@ struct CameraCommand: AsyncParsableCommand {
             The camera side of the LPR Server v3 protocol (topics lprserver/cameras/{id}/...), against \
             any MQTT broker. The AI engine hands detections over as JSON lines (--input FILE or - for \
             standard input), by HTTP (--listen 127.0.0.1:8088: POST /detections, GET /status) or as \
-            one JSON file each in a folder (--watch DIR; a file is removed once the server has it). \
+            one JSON file each in a folder (--watch DIR; a file waits in DIR/.taken until the server has it). \
             The agent fills in message_id, timestamp, camera_id and checkpoint_id when missing, \
             journals each detection in its data folder and publishes it (QoS 1) until the server \
             acknowledges it on detection/ack, sending it again when no ack comes (--ack-timeout, \

@@ -280,13 +280,16 @@ extension CameraAgent {
         }
     }
 
-    /// Moves an input file whose detection the server rejected to `rejected/` beside it.
+    /// Moves an input file whose detection the server rejected to `rejected/` in the watched
+    /// folder, under the name the engine gave it.
     static func setAside(_ path: String, logger: Logger) {
         let url = URL(fileURLWithPath: path)
-        let folder = url.deletingLastPathComponent().appendingPathComponent("rejected")
+        var watched = url.deletingLastPathComponent()
+        if watched.lastPathComponent == DetectionInputs.heldFolder { watched = watched.deletingLastPathComponent() }
+        let folder = watched.appendingPathComponent("rejected")
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            let target = folder.appendingPathComponent(url.lastPathComponent)
+            let target = folder.appendingPathComponent(DetectionInputs.originalName(of: path))
             try? FileManager.default.removeItem(at: target)
             try FileManager.default.moveItem(at: url, to: target)
         } catch {

@@ -47,40 +47,78 @@ public enum DetectionInputs {
     /// that are not a valid detection, go to `DIR/rejected/` (with a `.error` note for the
     /// latter); nothing is deleted unacknowledged. Write files elsewhere and rename them into
     /// the folder, or give them a moment: a file that does not parse is tried again until it
-    /// is two seconds old. Runs until the task is cancelled.
+    /// is two seconds old. A file taken moves at once to `DIR/.taken/` under a name of its own
+    /// until its ack, so that the engine may write a file of the same name again meanwhile.
+    /// Runs until the task is cancelled.
     public static func watch(_ directory: String, into agent: CameraAgent, interval: Duration = .milliseconds(200), logger: Logger) async throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let files = FileManager.default
+        let holding = "\(directory)/\(heldFolder)"
+        try files.createDirectory(atPath: holding, withIntermediateDirectories: true)
+        // Files held before a restart are journaled, except one moved just before a crash:
+        // that one is read again below.
         var taken = try await agent.journal.pendingSources()
+        var sequence = 0
         while !Task.isCancelled {
-            let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
-                .filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
-                .sorted()
-            let present = Set(names.map { "\(directory)/\($0)" })
-            taken.formIntersection(present)
-            for path in present.sorted() where !taken.contains(path) {
-                guard let data = FileManager.default.contents(atPath: path) else { continue }
+            for name in jsonFiles(in: directory) {
+                let path = "\(directory)/\(name)"
+                guard let data = files.contents(atPath: path) else { continue }
                 do {
-                    let json = try JSONObject.parse(data)
-                    switch try await agent.submit(json, source: path) {
+                    _ = try JSONObject.parse(data)
+                } catch {
+                    let age = (try? files.attributesOfItem(atPath: path)[.modificationDate] as? Date).map { Date().timeIntervalSince($0) } ?? 10
+                    if age < 2 { continue }  // perhaps still being written
+                    refuse(path, name: name, directory: directory, error, logger: logger)
+                    continue
+                }
+                sequence += 1
+                let stamp = String(format: "%020llu%06d", UInt64(Date().timeIntervalSince1970 * 1e9), sequence % 1_000_000)
+                _ = rename(path, "\(holding)/\(stamp)-\(name)")
+            }
+            let held = jsonFiles(in: holding).map { "\(holding)/\($0)" }
+            taken.formIntersection(held)
+            for path in held where !taken.contains(path) {
+                guard let data = files.contents(atPath: path) else { continue }
+                do {
+                    switch try await agent.submit(JSONObject.parse(data), source: path) {
                     case .accepted, .alreadyPending:
                         taken.insert(path)
                     case .filtered(_, let reason):
-                        logger.info("removing \(path): \(reason)")
+                        logger.info("removing \(originalName(of: path)): \(reason)")
                         CameraAgent.remove(path, logger: logger)
                     }
                 } catch let error as MessageValidationError {
-                    let age =
-                        (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date).map { Date().timeIntervalSince($0) }
-                        ?? 10
-                    if age < 2 && error.errors.first?.reason.hasPrefix("not JSON") == true { continue }
-                    logger.error("\(path) is not a valid detection: \(error); moved to rejected/")
-                    CameraAgent.setAside(path, logger: logger)
-                    let note = "\(directory)/rejected/\(URL(fileURLWithPath: path).lastPathComponent).error"
-                    try? Data((error.description + "\n").utf8).write(to: URL(fileURLWithPath: note))
+                    refuse(path, name: originalName(of: path), directory: directory, error, logger: logger)
                 }
             }
             try? await Task.sleep(for: interval)
         }
+    }
+
+    /// Where `--watch` keeps the files it took until their ack.
+    static let heldFolder = ".taken"
+
+    /// The `*.json` files of `directory`, by name.
+    private static func jsonFiles(in directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+            .sorted()
+    }
+
+    /// The name the engine gave a file held in `.taken/` (after the stamp that keeps it apart).
+    static func originalName(of path: String) -> String {
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        guard URL(fileURLWithPath: path).deletingLastPathComponent().lastPathComponent == heldFolder, let dash = name.firstIndex(of: "-") else {
+            return name
+        }
+        return String(name[name.index(after: dash)...])
+    }
+
+    /// A file that is not a valid detection goes to `rejected/`, with a note saying why.
+    private static func refuse(_ path: String, name: String, directory: String, _ error: any Error, logger: Logger) {
+        logger.error("\(name) is not a valid detection: \(error); moved to rejected/")
+        CameraAgent.setAside(path, logger: logger)
+        let note = "\(directory)/rejected/\(name).error"
+        try? Data((String(describing: error) + "\n").utf8).write(to: URL(fileURLWithPath: note))
     }
 }
 

@@ -115,8 +115,10 @@ struct CameraDeliveryTests {
                 logPath: folder.file("camera.log")
             )
             let emptied = await eventually(within: .seconds(60)) {
+                // `.taken/` holds the files taken until their ack: empty at the end.
                 let names = (try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []
-                return names.sorted() == ["notes.txt", "rejected"]
+                let held = (try? FileManager.default.contentsOfDirectory(atPath: "\(spool)/.taken")) ?? []
+                return names.sorted() == [".taken", "notes.txt", "rejected"] && held.isEmpty
             }
             #expect(emptied, "\(String(describing: try? FileManager.default.contentsOfDirectory(atPath: spool))) \(camera.log.suffix(1000))")
             let rejected = try FileManager.default.contentsOfDirectory(atPath: "\(spool)/rejected").sorted()
@@ -124,6 +126,103 @@ struct CameraDeliveryTests {
             let result = try await stored(ids, in: server.database)
             #expect(result.found == 20)
             #expect(await camera.stop() == 0)
+            await server.stop()
+        }
+    }
+
+    @Test(
+        "--watch: a file renamed in again under the same name while its first detection waits for the ack is not deleted unread",
+        arguments: [BrokerKind.mosquitto]
+    )
+    func sameNameWrittenAgain(broker kind: BrokerKind) async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        try folder.write("none.env", "")
+        try await kind.with { broker in
+            let spool = try folder.makeWritableFolder("spool")
+            let httpPort = try await Mosquitto.freePort()
+            let camera = try CameraProcess(
+                arguments: [
+                    "--broker", "mqtt://127.0.0.1:\(broker.port)", "--data-dir", folder.file("camera"), "--watch", spool,
+                    "--listen", "127.0.0.1:\(httpPort)", "--ack-timeout", "0.5", "--env-file", folder.file("none.env"),
+                ],
+                logPath: folder.file("camera.log")
+            )
+            #expect(await CameraHTTP.waitUntilListening(port: httpPort))
+            // An engine that names its files by camera and second, written elsewhere and renamed
+            // in as `databus camera --help` advises; two detections in the same second.
+            let name = "\(spool)/CAM001_20261207_101500.json"
+            func drop(_ id: String, plate: String) throws {
+                let staging = try folder.write(
+                    "staging-\(id).json",
+                    JSONValue.object(try seedDetection(id: id, plate: plate, envelope: false)).jsonText
+                )
+                #expect(rename(staging, name) == 0)
+            }
+            // No server yet: the first waits for its ack.
+            try drop("same-second-1", plate: "FIRST1")
+            #expect(await eventually { (try? await CameraHTTP.status(port: httpPort))?["pending_detections"]?.intValue == 1 })
+            try drop("same-second-2", plate: "SECOND2")
+            // The agent has a few scans of the folder to notice the new file (it takes none today).
+            _ = await eventually(within: .seconds(3)) { (try? await CameraHTTP.status(port: httpPort))?["pending_detections"]?.intValue == 2 }
+            let server = try await ServerProcess.start(brokerPort: broker.port, folder: folder)
+            let settled = await eventually(within: .seconds(60)) {
+                (try? await CameraHTTP.status(port: httpPort))?["pending_detections"]?.intValue == 0
+                    && !FileManager.default.fileExists(atPath: name)
+            }
+            #expect(settled, "\(camera.log.suffix(1000))")
+            let result = try await stored(["same-second-1", "same-second-2"], in: server.database)
+            #expect(result.found == 2, "the second detection's file was removed with the first one's ack, unread")
+            #expect(await camera.stop() == 0)
+            await server.stop()
+        }
+    }
+
+    @Test(
+        "detections without a message_id, taken again (the agent restarted on its --input file, an engine re-posting after a lost answer), are stored once",
+        arguments: [BrokerKind.databus]
+    )
+    func envelopeLessTakenAgain(broker kind: BrokerKind) async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        try folder.write("none.env", "")
+        try await kind.with { broker in
+            let server = try await ServerProcess.start(brokerPort: broker.port, folder: folder)
+            // 20 detections as the engine writes them: no envelope, so the agent makes each message_id.
+            var lines = ""
+            for index in 0..<20 {
+                var json = try seedDetection(id: "", plate: "IN\(index)", envelope: false)
+                json["message_id"] = nil
+                json["timestamp"] = .string("2026-12-07T01:00:\(index < 10 ? "0" : "")\(index)Z")
+                lines += JSONValue.object(json).jsonText + "\n"
+            }
+            let input = try folder.write("detections.jsonl", lines)
+            let common = [
+                "--broker", "mqtt://127.0.0.1:\(broker.port)", "--data-dir", folder.file("camera"), "--env-file", folder.file("none.env"),
+            ]
+            // Run to the end, then again on the same file (as after a crash or a reboot half-way).
+            for run in 1...2 {
+                let camera = try CameraProcess(
+                    arguments: common + ["--input", input, "--exit-when-done"],
+                    logPath: folder.file("camera-\(run).log")
+                )
+                #expect(await camera.wait(timeout: .seconds(60)) == 0, "\(camera.log.suffix(1000))")
+            }
+            let afterRestart = try await stored([], in: server.database).total
+            #expect(afterRestart == 20, "20 detections, stored \(afterRestart) times")
+
+            // An engine whose POST got no answer (the agent had journaled it) posts it again.
+            let httpPort = try await Mosquitto.freePort()
+            let listener = try CameraProcess(arguments: common + ["--listen", "127.0.0.1:\(httpPort)"], logPath: folder.file("camera-http.log"))
+            #expect(await CameraHTTP.waitUntilListening(port: httpPort))
+            var retried = try seedDetection(id: "", plate: "RETRY1", envelope: false)
+            retried["message_id"] = nil
+            retried["timestamp"] = .string("2026-12-07T01:01:00Z")
+            for _ in 1...2 { #expect(try await CameraHTTP.post(port: httpPort, JSONValue.object(retried).jsonText, in: folder).status == 202) }
+            #expect(await eventually { (try? await CameraHTTP.status(port: httpPort))?["pending_detections"]?.intValue == 0 })
+            let afterRetry = try await stored([], in: server.database).total
+            #expect(afterRetry == 21, "21 detections, stored \(afterRetry) times")
+            #expect(await listener.stop() == 0)
             await server.stop()
         }
     }

@@ -277,23 +277,36 @@ struct QoSTests {
         }
     }
 
-    @Test("5.0: a client with more unreleased QoS 2 messages than our receive maximum is disconnected with 0x93")
+    @Test("5.0: a client with more unreleased QoS 2 messages than our receive maximum is not disconnected: they are taken and released, as in mosquitto 2.0")
     func receiveMaximumExceeded() async throws {
         try await withBroker(.testing { $0.maxInflightMessages = 2 }) { port in
+            let (subscriber, _) = try await connect(port: port, "flood-reader")
+            defer { Task { await subscriber.close() } }
+            try await subscriber.send(
+                .subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [.init(topicFilter: "flood", options: .init(qos: .atMostOnce))]))
+            )
+            _ = try await subscriber.receive()  // SUBACK
             let (client, connack) = try await connect(port: port, "flooder")
             defer { Task { await client.close() } }
             #expect(connack.properties.receiveMaximum == 2)
-            for identifier: UInt16 in 1...2 {
+            for identifier: UInt16 in 1...4 {
                 try await client.send(
-                    .publish(PublishPacket(topicName: "flood", payload: ByteBuffer(string: "x"), qos: .exactlyOnce, packetIdentifier: identifier))
+                    .publish(
+                        PublishPacket(topicName: "flood", payload: ByteBuffer(string: "\(identifier)"), qos: .exactlyOnce, packetIdentifier: identifier)
+                    )
                 )
-                _ = try await client.receive()  // PUBREC
+                #expect(try await client.receive() == .pubrec(PubRecPacket(packetIdentifier: identifier)))
             }
-            try await client.send(
-                .publish(PublishPacket(topicName: "flood", payload: ByteBuffer(string: "x"), qos: .exactlyOnce, packetIdentifier: 3))
-            )
-            let reason = try await client.closedByBroker()
-            #expect(reason == .receiveMaximumExceeded)
+            for identifier: UInt16 in 1...4 {
+                try await client.send(.pubrel(PubRelPacket(packetIdentifier: identifier)))
+                #expect(try await client.receive() == .pubcomp(PubCompPacket(packetIdentifier: identifier)))
+            }
+            var delivered: [String] = []
+            for _ in 1...4 {
+                guard case .publish(let publish) = try await subscriber.receive() else { continue }
+                delivered.append(String(buffer: publish.payload))
+            }
+            #expect(delivered == ["1", "2", "3", "4"])
         }
     }
 

@@ -63,6 +63,8 @@ extension ConnectionStateMachine {
         var durable: Bool
         /// Changes stored with the message (a persistent session's incoming QoS 2 identifier).
         var storeOperations: [StoreOperation] = []
+        /// Something about the client to log as a warning (once per connection).
+        var warning: String? = nil
     }
 
     enum PublishAction {
@@ -109,13 +111,19 @@ extension ConnectionStateMachine {
                 )
             )
         }
+        var overReceiveMaximum = false
         if publish.qos == .exactlyOnce, let identifier = publish.packetIdentifier {
             guard session.beginIncoming(identifier) else {
                 // A re-sent QoS 2 PUBLISH before PUBREL: acknowledge again, deliver nothing.
                 return .send(.pubrec(PubRecPacket(packetIdentifier: identifier)))
             }
-            if session.incomingAwaitingRelease > limits.receiveMaximum {
-                return close(.receiveMaximumExceeded, "more QoS 2 messages in flight than our receive maximum")
+            // A client over our receive maximum is taken anyway and warned about once, as
+            // mosquitto 2.0 does: clients that do it (paho-mqtt re-sending a backlog after a
+            // reconnect, small devices) would otherwise be disconnected, reconnect and do it
+            // again without end. The 16-bit identifiers still bound what is held.
+            if session.incomingAwaitingRelease > limits.receiveMaximum, !receiveMaximumWarned {
+                receiveMaximumWarned = true
+                overReceiveMaximum = true
             }
         }
         let isSys = publish.topicName.hasPrefix("$SYS/") || publish.topicName == "$SYS"
@@ -137,6 +145,10 @@ extension ConnectionStateMachine {
         )
         if inbound.durable, publish.qos == .exactlyOnce, connected.sessionExpiry != 0, let identifier = publish.packetIdentifier {
             inbound.storeOperations.append(.putIncoming(clientID: connected.clientID, packetIdentifier: identifier))
+        }
+        if overReceiveMaximum {
+            inbound.warning =
+                "the client has more QoS 2 messages in flight than our receive maximum (\(limits.receiveMaximum)); taking them anyway, but the client should respect it"
         }
         return .publish(.route(inbound))
     }

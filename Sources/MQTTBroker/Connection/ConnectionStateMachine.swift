@@ -115,6 +115,8 @@ struct ConnectionStateMachine {
     var lastActivity: NIODeadline
     /// Seconds of silence allowed (× 1.5), 0 for none; set at CONNACK.
     var keepAlive: UInt16 = 0
+    /// Set once the client went over our receive maximum (it is warned about once).
+    var receiveMaximumWarned = false
 
     init(limits: PublishLimits, now: NIODeadline) {
         self.limits = limits

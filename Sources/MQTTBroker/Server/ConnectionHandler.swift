@@ -430,6 +430,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             if let why { logger.notice("\(why)") }
             if let answer { outlet.send(answer) }
         case .route(let inbound):
+            if let warning = inbound.warning { logger.warning("\(warning)") }
             core.statistics.received(inbound.message.qos)
             let now = inbound.receivedAt
             guard inbound.durable else {

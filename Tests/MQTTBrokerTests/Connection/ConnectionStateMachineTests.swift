@@ -348,14 +348,20 @@ struct ConnectionStateMachinePublishTests {
         #expect(packet == .pubrec(PubRecPacket(packetIdentifier: 4)))
     }
 
-    @Test("more unreleased QoS 2 messages than our receive maximum close with 0x93")
+    @Test("more unreleased QoS 2 messages than our receive maximum are taken, as mosquitto 2.0 does, with one warning")
     func receiveMaximumExceeded() throws {
         let session = try RecordingSession()
         var machine = try connectedMachine(limits: limits(receiveMaximum: 2))
-        _ = machine.packetReceived(publish("a", qos: .exactlyOnce, identifier: 1), now: start, session: session)
-        _ = machine.packetReceived(publish("a", qos: .exactlyOnce, identifier: 2), now: start, session: session)
+        for identifier: UInt16 in 1...2 {
+            let within = machine.packetReceived(publish("a", qos: .exactlyOnce, identifier: identifier), now: start, session: session)
+            #expect(routed(within)?.warning == nil)
+        }
         let third = machine.packetReceived(publish("a", qos: .exactlyOnce, identifier: 3), now: start, session: session)
-        #expect(closed(third)?.reason == .receiveMaximumExceeded)
+        #expect(closed(third) == nil)
+        #expect(routed(third)?.warning?.contains("receive maximum (2)") == true)
+        let fourth = machine.packetReceived(publish("a", qos: .exactlyOnce, identifier: 4), now: start, session: session)
+        #expect(routed(fourth) != nil)
+        #expect(routed(fourth)?.warning == nil, "warned once per connection")
     }
 
     @Test("a payload over message_size_limit is dropped with 0x97 (5.0) and a QoS 2 identifier is released")

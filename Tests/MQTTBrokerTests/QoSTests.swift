@@ -277,7 +277,9 @@ struct QoSTests {
         }
     }
 
-    @Test("5.0: a client with more unreleased QoS 2 messages than our receive maximum is not disconnected: they are taken and released, as in mosquitto 2.0")
+    @Test(
+        "5.0: a client with more unreleased QoS 2 messages than our receive maximum is not disconnected: they are taken and released, as in mosquitto 2.0"
+    )
     func receiveMaximumExceeded() async throws {
         try await withBroker(.testing { $0.maxInflightMessages = 2 }) { port in
             let (subscriber, _) = try await connect(port: port, "flood-reader")
@@ -292,7 +294,12 @@ struct QoSTests {
             for identifier: UInt16 in 1...4 {
                 try await client.send(
                     .publish(
-                        PublishPacket(topicName: "flood", payload: ByteBuffer(string: "\(identifier)"), qos: .exactlyOnce, packetIdentifier: identifier)
+                        PublishPacket(
+                            topicName: "flood",
+                            payload: ByteBuffer(string: "\(identifier)"),
+                            qos: .exactlyOnce,
+                            packetIdentifier: identifier
+                        )
                     )
                 )
                 #expect(try await client.receive() == .pubrec(PubRecPacket(packetIdentifier: identifier)))

@@ -85,9 +85,10 @@ struct ConnectionCountTests {
                 let new = try await connectWhenFree(port: port, "same")
                 #expect(try await old.closedByBroker() == .sessionTakenOver)
                 await new.close()
-                // A protocol version the broker refuses.
+                // A protocol version the broker refuses. (The slot of the connections just closed
+                // may not be free yet: then this one is refused at the limit, which frees nothing.)
                 let ancient = try await CodecConnection.connect(port: port, version: .v3_1_1)
-                try await ancient.send(bytes: [0x10, 0x0F, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x03, 0x02, 0x00, 0x3C, 0x00, 0x03, 0x6F, 0x6C, 0x64])
+                try? await ancient.send(bytes: [0x10, 0x0F, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x03, 0x02, 0x00, 0x3C, 0x00, 0x03, 0x6F, 0x6C, 0x64])
                 _ = try? await ancient.packetsUntilClosed()
                 await ancient.close()
             }

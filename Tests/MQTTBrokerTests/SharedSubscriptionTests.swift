@@ -43,6 +43,19 @@ private func receivePublishes(_ connection: CodecConnection, count: Int, acknowl
     return received
 }
 
+/// Publishes QoS 1 messages "1", "2", ... on lpr/plates, each with its number as packet
+/// identifier, waiting for each PUBACK.
+private func publishNumbered(_ camera: CodecConnection, _ numbers: ClosedRange<Int>) async throws {
+    for number in numbers {
+        try await camera.send(
+            .publish(
+                PublishPacket(topicName: "lpr/plates", payload: ByteBuffer(string: "\(number)"), qos: .atLeastOnce, packetIdentifier: UInt16(number))
+            )
+        )
+        _ = try await camera.receive()
+    }
+}
+
 @Suite("Shared subscriptions")
 struct SharedSubscriptionTests {
     @Test("each message goes to one member of the group, in turn, and to every non-shared subscriber", arguments: [MQTTProtocolVersion.v3_1_1, .v5])
@@ -131,25 +144,12 @@ struct SharedSubscriptionTests {
             _ = try await solo.handshake(clientIdentifier: "server-solo", cleanStart: false, properties: persistent)
             try await subscribe(solo, "$share/ingest/lpr/#")
 
-            func publish(_ number: Int) async throws {
-                try await camera.send(
-                    .publish(
-                        PublishPacket(
-                            topicName: "lpr/plates",
-                            payload: ByteBuffer(string: "\(number)"),
-                            qos: .atLeastOnce,
-                            packetIdentifier: UInt16(number)
-                        )
-                    )
-                )
-                _ = try await camera.receive()
-            }
-            for number in 1...4 { try await publish(number) }
+            try await publishNumbered(camera, 1...4)
             // Received, not acknowledged, then the connection drops.
             #expect(try await receivePublishes(solo, count: 4, acknowledge: false).count == 4)
             await solo.close()
             // Two more while it is away.
-            for number in 5...6 { try await publish(number) }
+            try await publishNumbered(camera, 5...6)
 
             let back = try await CodecConnection.connect(port: port, version: .v5)
             defer { Task { await back.close() } }
@@ -177,19 +177,7 @@ struct SharedSubscriptionTests {
             await keeper.close()
 
             // Both away: the group's copies wait with one member or the other, in turn.
-            for number in 1...6 {
-                try await camera.send(
-                    .publish(
-                        PublishPacket(
-                            topicName: "lpr/plates",
-                            payload: ByteBuffer(string: "\(number)"),
-                            qos: .atLeastOnce,
-                            packetIdentifier: UInt16(number)
-                        )
-                    )
-                )
-                _ = try await camera.receive()
-            }
+            try await publishNumbered(camera, 1...6)
             // The short-lived session expires: its copies go to the member that remains.
             try await Task.sleep(for: .seconds(2))
             let back = try await CodecConnection.connect(port: port, version: .v5)

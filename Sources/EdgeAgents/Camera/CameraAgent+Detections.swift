@@ -140,7 +140,7 @@ extension CameraAgent {
             tickets.yield((messageID, ticket))
         } catch {
             logger.warning("cannot hand a detection to the outbox; trying again later: \(error)", metadata: ["lpr.message_id": "\(messageID)"])
-            tracker.publishFailed(messageID, now: Date())
+            tracker.publishFailed(messageID, now: DetectionTracker.now())
         }
     }
 
@@ -151,17 +151,17 @@ extension CameraAgent {
                 let result = try await ticket.result()
                 if result.isSuccess {
                     statistics.published += 1
-                    tracker.published(messageID, now: Date())
+                    tracker.published(messageID, now: DetectionTracker.now())
                 } else {
                     logger.warning(
                         "the broker refused a detection",
                         metadata: ["lpr.message_id": "\(messageID)", "mqtt.reason": "\(result.reasonCode)"]
                     )
-                    tracker.publishFailed(messageID, now: Date())
+                    tracker.publishFailed(messageID, now: DetectionTracker.now())
                 }
             } catch {
                 // The client stopped: the detection stays in the outbox and the journal.
-                tracker.publishFailed(messageID, now: Date())
+                tracker.publishFailed(messageID, now: DetectionTracker.now())
             }
         }
     }
@@ -177,7 +177,7 @@ extension CameraAgent {
     }
 
     func sendDue() async {
-        let sends = tracker.due(now: Date())
+        let sends = tracker.due(now: DetectionTracker.now())
         guard !sends.isEmpty else { return }
         let ids = sends.map(\.messageID)
         do {
@@ -199,7 +199,7 @@ extension CameraAgent {
             }
         } catch {
             logger.error("cannot read the journal: \(error)")
-            for id in ids { tracker.publishFailed(id, now: Date()) }
+            for id in ids { tracker.publishFailed(id, now: DetectionTracker.now()) }
         }
     }
 

@@ -243,7 +243,7 @@ public actor CameraAgent {
 
     private func restore() async throws {
         let (outboxed, backlog) = try await journal.pending()
-        tracker.restore(outboxed: outboxed, backlog: backlog, now: Date())
+        tracker.restore(outboxed: outboxed, backlog: backlog, now: DetectionTracker.now())
         if !outboxed.isEmpty || !backlog.isEmpty {
             logger.info(
                 "taking up detections not yet acknowledged",
@@ -353,16 +353,16 @@ public actor CameraAgent {
             switch state {
             case .connected(let sessionPresent):
                 started = true
-                tracker.connectionChanged(connected: true, now: Date())
+                tracker.connectionChanged(connected: true, now: DetectionTracker.now())
                 logger.info("connected", metadata: ["mqtt.session_present": "\(sessionPresent)"])
                 await announce()
             case .stopped:
                 guard started else { continue }
-                tracker.connectionChanged(connected: false, now: Date())
+                tracker.connectionChanged(connected: false, now: DetectionTracker.now())
                 return
             default:
                 started = true
-                tracker.connectionChanged(connected: false, now: Date())
+                tracker.connectionChanged(connected: false, now: DetectionTracker.now())
             }
         }
     }

@@ -119,6 +119,13 @@ public struct DetectionTracker: Sendable {
         if entry.state == .inOutbox { inOutboxCount -= 1 }
     }
 
+    /// The clock the agent gives the tracker: monotonic, as a `Date` counted from an arbitrary
+    /// origin. A wall clock stepped back (an NTP correction, a camera's clock set right) would
+    /// otherwise hold every re-send back by as much; only differences of it mean anything.
+    public static func now() -> Date {
+        Date(timeIntervalSinceReferenceDate: Double(DispatchTime.now().uptimeNanoseconds) / 1e9)
+    }
+
     /// Takes up what the journal held when the agent started: `outboxed` detections may be in the
     /// restored outbox, so they wait one ack timeout before being sent again; `backlog` ones wait
     /// for room in the outbox.

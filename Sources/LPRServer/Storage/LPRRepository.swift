@@ -156,7 +156,12 @@ public struct PlateRecord: Sendable, Hashable {
 /// What storing a detection did.
 public enum StoreOutcome: String, Sendable, Hashable {
     case stored
+    /// The same camera's detection with this `message_id` is stored already.
     case duplicate
+    /// Another camera's detection has this `message_id`: nothing stored, and the camera is told
+    /// (rejected) rather than led to believe it was (an engine that numbers its detections per
+    /// camera would otherwise lose them without a word).
+    case otherCamera = "other_camera"
 }
 
 /// A detection as stored.

@@ -45,6 +45,25 @@ struct IngestTests {
         }
     }
 
+    @Test("a detection whose message_id another camera's detection has is rejected with the reason, not acked as a duplicate")
+    func messageIDOfAnotherCamera() async throws {
+        try await withLPRServer(.databus) { harness in
+            try await withClient(.test(harness.broker, id: "CAM001")) { camera in
+                let acks = try await Inbox.subscribe(camera, to: "lprserver/cameras/+/detection/ack")
+                try await camera.publish(json: try seedDetection(id: "counter-7"), to: "lprserver/cameras/CAM001/detection")
+                let first = try await acks.firstObject(topic: "lprserver/cameras/CAM001/detection/ack", "the first camera's ack")
+                #expect(first["status"] == "stored")
+                let other = try seedDetection(id: "counter-7", camera: "CAM002", plate: "XYZ987")
+                try await camera.publish(json: other, to: "lprserver/cameras/CAM002/detection")
+                let refused = try await acks.firstObject(topic: "lprserver/cameras/CAM002/detection/ack", "the second camera's ack")
+                #expect(refused["message_id"] == "counter-7")
+                #expect(refused["status"] == "rejected")
+                #expect(refused["errors"]?.arrayValue?.first?["path"] == "message_id")
+            }
+            #expect(try await harness.repository.detectionCount() == 1)
+        }
+    }
+
     @Test("unknown fields are kept, not refused")
     func unknownFieldsKept() async throws {
         try await withLPRServer(.databus) { harness in

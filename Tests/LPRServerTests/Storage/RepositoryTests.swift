@@ -57,6 +57,21 @@ struct RepositoryTests {
         Alert(alertID: id, level: level, kind: kind, cameraID: "CAM1", message: "m \(id)", timestamp: base.addingTimeInterval(offset))
     }
 
+    @Test("a message_id another camera's detection has is refused (other_camera), not a duplicate", arguments: StoreKind.allCases)
+    func messageIDOfAnotherCamera(store: StoreKind) async throws {
+        try await store.with { repository in
+            #expect(try await repository.storeDetections([Self.record("n-1", camera: "CAM1")]) == [.stored])
+            let again = try await repository.storeDetections([Self.record("n-1", camera: "CAM2"), Self.record("n-1", camera: "CAM1")])
+            #expect(again == [.otherCamera, .duplicate])
+            // Twice in one batch, from two cameras: the first is stored.
+            let batch = try await repository.storeDetections([Self.record("n-2", camera: "CAM2"), Self.record("n-2", camera: "CAM1")])
+            #expect(batch == [.stored, .otherCamera])
+            #expect(try await repository.detectionCount() == 2)
+            #expect(try await repository.detection(messageID: "n-1")?.cameraID == "CAM1")
+            #expect(try await repository.detection(messageID: "n-2")?.cameraID == "CAM2")
+        }
+    }
+
     @Test("a batch stores new detections once: a message_id seen before, or twice in the batch, is a duplicate", arguments: StoreKind.allCases)
     func exactlyOnce(store: StoreKind) async throws {
         try await store.with { repository in

@@ -115,6 +115,17 @@ public final class PostgresLPRRepository: LPRRepository {
             )
             var inserted: [String: Int64] = [:]
             for try await (messageID, sequence) in rows.decode((String, Int64).self) { inserted[messageID] = sequence }
+            // Whose detection holds each message_id that was not inserted (the same camera's: a
+            // duplicate; another's: refused).
+            let conflicting = batch.map(\.messageID).filter { inserted[$0] == nil }
+            var owners: [String: String] = [:]
+            if !conflicting.isEmpty {
+                let ownerRows = try await connection.query(
+                    "SELECT message_id, camera_id FROM detection WHERE message_id = ANY(\(conflicting))",
+                    logger: logger
+                )
+                for try await (messageID, cameraID) in ownerRows.decode((String, String).self) { owners[messageID] = cameraID }
+            }
             var outcomes: [StoreOutcome] = []
             var plateSequences: [Int64] = []
             var platePositions: [Int32] = []
@@ -126,9 +137,11 @@ public final class PostgresLPRRepository: LPRRepository {
             var alerts: [Alert] = []
             var latestPerCamera: [String: DetectionRecord] = [:]
             for record in batch {
-                // A message_id twice in one batch: the first is stored, the second a duplicate.
+                // A message_id twice in one batch: the first is stored, the second a duplicate
+                // (or refused, from another camera).
                 guard let sequence = inserted.removeValue(forKey: record.messageID) else {
-                    outcomes.append(.duplicate)
+                    let owner = owners[record.messageID] ?? batch.first { $0.messageID == record.messageID }?.cameraID
+                    outcomes.append(owner == record.cameraID ? .duplicate : .otherCamera)
                     continue
                 }
                 outcomes.append(.stored)

@@ -67,7 +67,8 @@ public final class SQLiteLPRRepository: LPRRepository {
                     record.payload,
                 ])
                 guard db.changesCount == 1 else {
-                    outcomes.append(.duplicate)
+                    let owner = try String.fetchOne(db, sql: "SELECT camera_id FROM detection WHERE message_id = ?", arguments: [record.messageID])
+                    outcomes.append(owner == record.cameraID ? .duplicate : .otherCamera)
                     continue
                 }
                 let sequence = db.lastInsertedRowID

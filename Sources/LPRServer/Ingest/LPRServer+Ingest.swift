@@ -156,8 +156,13 @@ extension LPRServer {
                 let detection = accepted.detection
                 if outcome == .otherCamera {
                     rejected += 1
-                    let errors = [FieldError(path: "message_id", reason: "\"\(detection.messageID)\" is already the message_id of another camera's detection")]
-                    add(.detectionAck(camera: detection.cameraID), DetectionAck(messageID: detection.messageID, status: .rejected, errors: errors, timestamp: now).json)
+                    let errors = [
+                        FieldError(path: "message_id", reason: "\"\(detection.messageID)\" is already the message_id of another camera's detection")
+                    ]
+                    add(
+                        .detectionAck(camera: detection.cameraID),
+                        DetectionAck(messageID: detection.messageID, status: .rejected, errors: errors, timestamp: now).json
+                    )
                     refusals.append((item.message.topic, detection.cameraID, errors))
                     continue
                 }

@@ -74,6 +74,8 @@ public enum DetectionInputs {
                 let stamp = String(format: "%020llu%06d", UInt64(Date().timeIntervalSince1970 * 1e9), sequence % 1_000_000)
                 _ = rename(path, "\(holding)/\(stamp)-\(name)")
             }
+            // Read again from where it was moved: the engine may have renamed another file in
+            // under the same name between the check above and the move.
             let held = jsonFiles(in: holding).map { "\(holding)/\($0)" }
             taken.formIntersection(held)
             for path in held where !taken.contains(path) {

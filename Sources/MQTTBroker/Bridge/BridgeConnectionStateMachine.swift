@@ -149,12 +149,11 @@ struct BridgeConnectionStateMachine {
         case .connected:
             break
         }
-        if let acknowledgement = ConnectionStateMachine.OutboundAcknowledgement(packet) { return .outbound(acknowledgement) }
         switch packet {
         case .publish(let publish):
             return publishReceived(publish, now: now, session: session)
         case .puback, .pubrec, .pubcomp:
-            return .none  // answered above
+            return ConnectionStateMachine.OutboundAcknowledgement(packet).map(Action.outbound) ?? .none
         case .pubrel(let release):
             let storedFor = settings.persistence ? settings.localClientID : nil
             let (pubcomp, operations) = ConnectionStateMachine.release(release, session: session, storedFor: storedFor)

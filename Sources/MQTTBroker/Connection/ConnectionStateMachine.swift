@@ -253,12 +253,11 @@ struct ConnectionStateMachine {
     }
 
     private mutating func connectedPacketReceived(_ packet: MQTTPacket, now: NIODeadline, session: some SessionRules) -> ReadAction {
-        if let acknowledgement = OutboundAcknowledgement(packet) { return .outbound(acknowledgement) }
         switch packet {
         case .publish(let publish):
             return publishReceived(publish, now: now, session: session)
         case .puback, .pubrec, .pubcomp:
-            return .ignore  // answered above
+            return OutboundAcknowledgement(packet).map(ReadAction.outbound) ?? .ignore
         case .pubrel(let release):
             return releaseReceived(release, session: session)
         case .subscribe(let subscribe):

@@ -197,8 +197,6 @@ final class MessageDistributor: Sendable {
         publish(message, now: now)
     }
 
-    /// Hands shared-subscription messages that `session` did not acknowledge to other members
-    /// of their groups; dropped (and counted) when no other member is left.
     /// Gives the shared-subscription copies `session` holds and has not had acknowledged to
     /// other members of their groups (its connection ended, or the session did); copies of a
     /// group it is alone in stay with it.
@@ -208,6 +206,8 @@ final class MessageDistributor: Sendable {
         redistribute(session.takeUnacknowledgedShared(in: groups), from: session, now: now)
     }
 
+    /// Hands shared-subscription messages that `session` did not acknowledge to other members
+    /// of their groups; dropped (and counted) when no other member is left by now.
     private func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
         for item in messages {
             guard let member = router.alternate(in: item.group, excluding: session) else {

@@ -148,14 +148,15 @@ struct DetectionIntakeTests {
         }
     }
 
+    /// A valid detection with `padding` bytes of thumbnail in its metadata.
+    private func detection(id: String = "big", padding: Int) -> [UInt8] {
+        let head = #"{"message_id":"\#(id)","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","#
+        let tail = #""detection_data":{"plates":[{"plate_number":"ABC1234"}]},"metadata":{"thumbnail":"\#(String(repeating: "A", count: padding))"}}"#
+        return Array((head + tail).utf8)
+    }
+
     @Test("a detection over 1 MiB is refused, naming its size; one just under is taken")
     func oversize() {
-        func detection(padding: Int) -> [UInt8] {
-            let head = #"{"message_id":"big","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","#
-            let tail =
-                #""detection_data":{"plates":[{"plate_number":"ABC1234"}]},"metadata":{"thumbnail":"\#(String(repeating: "A", count: padding))"}}"#
-            return Array((head + tail).utf8)
-        }
         let small = detection(padding: DetectionIntake.maximumPayloadBytes - 400)
         #expect(small.count <= DetectionIntake.maximumPayloadBytes)
         guard case .accepted = DetectionIntake.evaluate(cameraID: "CAM1", payload: small, receivedAt: now, matcher: matcher) else {
@@ -173,19 +174,9 @@ struct DetectionIntakeTests {
 
     @Test("a detection over 1 MiB is refused with its message_id, so that its camera is told and stops re-sending it")
     func oversizeNamesMessageID() {
-        let padding = String(repeating: "A", count: DetectionIntake.maximumPayloadBytes)
-        let payload =
-            #"{"message_id":"big-1","timestamp":"2024-01-15T10:30:00Z","camera_id":"CAM1","checkpoint_id":"CP1","#
-            + #""detection_data":{"plates":[{"plate_number":"ABC1234"}]},"metadata":{"thumbnail":"\#(padding)"}}"#
-        guard
-            case .rejected(let rejection) = DetectionIntake.evaluate(
-                cameraID: "CAM1",
-                payload: Array(payload.utf8),
-                receivedAt: now,
-                matcher: matcher
-            )
-        else {
-            Issue.record("accepted a detection of \(payload.utf8.count) bytes")
+        let payload = detection(id: "big-1", padding: DetectionIntake.maximumPayloadBytes)
+        guard case .rejected(let rejection) = DetectionIntake.evaluate(cameraID: "CAM1", payload: payload, receivedAt: now, matcher: matcher) else {
+            Issue.record("accepted a detection of \(payload.count) bytes")
             return
         }
         // Without a message_id the server sends no ack: `databus camera` keeps the detection and

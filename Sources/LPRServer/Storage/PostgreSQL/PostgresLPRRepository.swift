@@ -140,11 +140,12 @@ public final class PostgresLPRRepository: LPRRepository {
                 // A message_id twice in one batch: the first is stored, the second a duplicate
                 // (or refused, from another camera).
                 guard let sequence = inserted.removeValue(forKey: record.messageID) else {
-                    let owner = owners[record.messageID] ?? batch.first { $0.messageID == record.messageID }?.cameraID
-                    outcomes.append(owner == record.cameraID ? .duplicate : .otherCamera)
+                    // A message_id stored earlier in this batch is in `owners` from below.
+                    outcomes.append(owners[record.messageID, default: record.cameraID] == record.cameraID ? .duplicate : .otherCamera)
                     continue
                 }
                 outcomes.append(.stored)
+                owners[record.messageID] = record.cameraID
                 for (position, plate) in record.plates.enumerated() {
                     plateSequences.append(sequence)
                     platePositions.append(Int32(position))

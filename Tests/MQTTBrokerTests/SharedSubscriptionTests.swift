@@ -1,4 +1,5 @@
 import DatabusTestSupport
+import Foundation
 import Logging
 import MQTTBroker
 import MQTTCore
@@ -280,6 +281,119 @@ struct SharedSubscriptionPahoTests {
             #expect(Set(first).isDisjoint(with: second))
             #expect((first + second).sorted { Int($0)! < Int($1)! } == (1...20).map(String.init))
         }
+    }
+}
+
+/// A databus broker process with persistence at default settings, killed with SIGKILL and
+/// started again on the same port by `restart`.
+private final class PersistentBrokerProcess {
+    let folder: String
+    let file: String
+    let port: Int
+    private(set) var process: ChildProcess
+
+    init() async throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("databus-shared-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        file = folder + "/databus.conf"
+        (process, port) = try await startBrokerProcess(
+            configuration: """
+                listener {PORT} 127.0.0.1
+                allow_anonymous true
+                persistence true
+                persistence_location \(folder)/store
+                sys_interval 0
+                """,
+            file: file
+        )
+    }
+
+    func killAndRestart() async throws {
+        kill(process.pid, SIGKILL)
+        await process.wait()
+        process = try ChildProcess.spawn(try databusExecutable(), ["broker", "-c", file])
+        try await waitForPort(port)
+    }
+
+    func stop() async {
+        await process.terminate()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}
+
+@Suite("Shared subscriptions with persistence", .serialized)
+struct SharedSubscriptionPersistenceTests {
+    @Test("copies waiting in the store for a member whose session expires go to another member, across a SIGKILL of the broker")
+    func waitingCopiesMoveAcrossRestart() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-5")
+            let shortLived = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await shortLived.handshake(clientIdentifier: "server-short", cleanStart: false, properties: [.sessionExpiryInterval(2)])
+            try await subscribe(shortLived, "$share/ingest/lpr/#")
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            let keeper = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            try await subscribe(keeper, "$share/ingest/lpr/#")
+            await shortLived.close()
+            await keeper.close()
+
+            // Both away: each acknowledged copy waits in the store for one member or the other.
+            try await publishNumbered(camera, 1...6)
+            await camera.close()
+            try await broker.killAndRestart()
+            // The restart counts as the short-lived member's disconnection: it expires 2 s later.
+            try await Task.sleep(for: .seconds(3))
+
+            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
+            let connack = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            #expect(connack.sessionPresent)
+            let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
+            #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
+            await back.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("copies a member received but did not acknowledge keep their group across a restart, and reach another member durably")
+    func unacknowledgedCopiesKeepTheirGroup() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-6")
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            let keeper = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            try await subscribe(keeper, "$share/ingest/lpr/#")
+            await keeper.close()
+            let shortLived = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await shortLived.handshake(clientIdentifier: "server-short", cleanStart: false, properties: [.sessionExpiryInterval(2)])
+            try await subscribe(shortLived, "$share/ingest/lpr/#")
+
+            // The connected member receives all four and acknowledges none; then the broker dies.
+            try await publishNumbered(camera, 1...4)
+            #expect(try await receivePublishes(shortLived, count: 4, acknowledge: false).count == 4)
+            await camera.close()
+            try await broker.killAndRestart()
+            // The short-lived session expires 2 s after the restart: its four copies go to the
+            // member that remains, which is away; then the broker dies again.
+            try await Task.sleep(for: .seconds(3))
+            try await broker.killAndRestart()
+
+            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            let received = try await receivePublishes(back, count: 4).map { String(buffer: $0.payload) }
+            #expect(received.sorted() == ["1", "2", "3", "4"])
+            await back.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
     }
 }
 

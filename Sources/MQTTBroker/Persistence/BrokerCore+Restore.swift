@@ -17,9 +17,10 @@ extension BrokerCore {
         storeReference.store = store
         for message in state.retained { retained.retain(message) }
         let limits = self.configuration.sessionLimits
+        var restored: [(Session, StoredState.StoredSession)] = []
         for stored in state.sessions {
             let session = Session(clientID: stored.clientID, limits: limits, environment: sessions.environment)
-            session.restore(stored)
+            restored.append((session, stored))
             sessions.insertRestored(session)
             for subscription in stored.subscriptions {
                 let shared = try? SharedSubscription.parse(subscription.filter)
@@ -30,6 +31,11 @@ extension BrokerCore {
                 let entry = RouteEntry(session: session, options: subscription.options, identifier: subscription.identifier)
                 if let shared { router.subscribe(shared, entry: entry) } else { router.subscribe(subscription.filter, entry: entry) }
             }
+        }
+        // Messages once every shared group has its members again, so that copies that came
+        // through one find their group.
+        for (session, stored) in restored {
+            session.restore(stored)
             if stored.expiryInterval != UInt32.max {
                 // The restart counts as the disconnection: the session expires that long from now.
                 let sessions = self.sessions

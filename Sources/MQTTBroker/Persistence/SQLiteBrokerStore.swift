@@ -158,6 +158,10 @@ final class SQLiteBrokerStore: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v3: copies remember the shared subscription they came through") { db in
+            // So that after a restart they can still go to another member of the group.
+            try db.execute(sql: "ALTER TABLE message ADD COLUMN share TEXT")
+        }
         return migrator
     }
 
@@ -189,7 +193,7 @@ final class SQLiteBrokerStore: Sendable {
     private static func queuedBytes(_ operations: [StoreOperation]) -> Int {
         var total = 0
         for operation in operations {
-            if case .putMessage(_, _, _, _, _, _, let message) = operation { total += message.storedSize }
+            if case .putMessage(_, _, _, _, _, _, _, let message) = operation { total += message.storedSize }
         }
         return total
     }
@@ -251,9 +255,14 @@ final class SQLiteBrokerStore: Sendable {
             guard let batch else { return }
             let result: Result<Void, any Error>
             let started = ContinuousClock.now
+            var followUps: [@Sendable () -> Void] = []
             do {
-                try database.write { db in
-                    for operation in batch.operations { try Self.apply(operation, db) }
+                followUps = try database.write { db in
+                    var followUps: [@Sendable () -> Void] = []
+                    for operation in batch.operations {
+                        if let followUp = try Self.apply(operation, db) { followUps.append(followUp) }
+                    }
+                    return followUps
                 }
                 writeLatency?.record(ContinuousClock.now - started)
                 result = .success(())
@@ -264,6 +273,7 @@ final class SQLiteBrokerStore: Sendable {
             let written = Self.queuedBytes(batch.operations)
             if written > 0 { pendingBytes.wrappingDecrement(by: written, ordering: .relaxed) }
             try? measureUsedBytes()
+            for followUp in followUps { followUp() }
             for completion in batch.completions { completion(result) }
             for fetch in batch.fetches {
                 let (messages, unused) = read(fetch)
@@ -318,6 +328,7 @@ final class SQLiteBrokerStore: Sendable {
             retain: row["retain"],
             subscriptionIdentifiers: (row["subscription_identifiers"] as String).split(separator: ",").compactMap { Int($0) },
             released: row["released"],
+            share: row["share"],
             message: message
         )
     }
@@ -334,7 +345,9 @@ final class SQLiteBrokerStore: Sendable {
     /// its foreign key.
     private static let whileSessionExists = "WHERE EXISTS (SELECT 1 FROM session WHERE client_id = ?)"
 
-    private static func apply(_ operation: StoreOperation, _ db: Database) throws {
+    /// Applies one operation in the batch's transaction.
+    /// - Returns: what to run once the transaction is committed, if anything.
+    private static func apply(_ operation: StoreOperation, _ db: Database) throws -> (@Sendable () -> Void)? {
         switch operation {
         case .putSession(let clientID, let expiry):
             try db.execute(
@@ -361,18 +374,36 @@ final class SQLiteBrokerStore: Sendable {
             )
         case .deleteRetained(let topic):
             try db.execute(sql: "DELETE FROM retained WHERE topic = ?", arguments: [topic])
-        case .putMessage(let clientID, let sequence, let identifier, let qos, let retain, let subscriptionIdentifiers, let message):
+        case .putMessage(let clientID, let sequence, let identifier, let qos, let retain, let subscriptionIdentifiers, let share, let message):
             try db.execute(
                 sql: """
-                    INSERT OR REPLACE INTO message (sequence, client_id, packet_identifier, qos, retain, subscription_identifiers, topic, payload, properties, expires_at)
-                    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \(whileSessionExists)
+                    INSERT OR REPLACE INTO message (sequence, client_id, packet_identifier, qos, retain, subscription_identifiers, share, topic, payload, properties, expires_at)
+                    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \(whileSessionExists)
                     """,
                 arguments: [
                     sequence, clientID, identifier.map { Int($0) }, Int(qos.rawValue), retain,
-                    subscriptionIdentifiers.map(String.init).joined(separator: ","),
+                    subscriptionIdentifiers.map(String.init).joined(separator: ","), share,
                     message.topic, Data(message.payload.readableBytesView), try message.storedProperties(), message.wallClockExpiry, clientID,
                 ]
             )
+        case .moveWaiting(let from, let to, let share, let qos, let subscriptionIdentifiers, let moved):
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM session WHERE client_id = ?)", arguments: [to]) == true else {
+                return nil
+            }
+            let waiting = "client_id = ? AND share = ? AND packet_identifier IS NULL"
+            let row = try Row.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) AS count, SUM(length(payload)) AS bytes FROM message WHERE \(waiting)",
+                arguments: [from, share]
+            )
+            let count: Int = row?["count"] ?? 0
+            let bytes: Int = row?["bytes"] ?? 0
+            guard count > 0 else { return nil }
+            try db.execute(
+                sql: "UPDATE message SET client_id = ?, qos = MIN(qos, ?), subscription_identifiers = ? WHERE \(waiting)",
+                arguments: [to, Int(qos.rawValue), subscriptionIdentifiers.map(String.init).joined(separator: ","), from, share]
+            )
+            return { moved(count, bytes) }
         case .releaseMessage(let clientID, let identifier):
             try db.execute(
                 sql: "UPDATE message SET released = 1 WHERE client_id = ? AND packet_identifier = ?",
@@ -388,6 +419,7 @@ final class SQLiteBrokerStore: Sendable {
         case .deleteIncoming(let clientID, let identifier):
             try db.execute(sql: "DELETE FROM incoming WHERE client_id = ? AND packet_identifier = ?", arguments: [clientID, Int(identifier)])
         }
+        return nil
     }
 
     // MARK: Loading

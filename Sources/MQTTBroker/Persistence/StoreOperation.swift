@@ -19,7 +19,21 @@ enum StoreOperation: Sendable {
         qos: QoS,
         retain: Bool,
         subscriptionIdentifiers: [Int],
+        /// The shared subscription (`$share/{group}/{filter}`) it came through, if any.
+        share: String?,
         message: ApplicationMessage
+    )
+    /// Gives the copies of `from` that came through the shared subscription `share` and wait
+    /// only in the store to `to` (another member of the group), at no more than `qos` and
+    /// with `to`'s subscription identifiers; `moved` learns how many (and their payload bytes)
+    /// once that is committed.
+    case moveWaiting(
+        from: String,
+        to: String,
+        share: String,
+        qos: QoS,
+        subscriptionIdentifiers: [Int],
+        moved: @Sendable (_ count: Int, _ bytes: Int) -> Void
     )
     /// PUBREC received: only PUBREL/PUBCOMP remain for this message.
     case releaseMessage(clientID: String, packetIdentifier: UInt16)
@@ -37,6 +51,8 @@ struct StoredState: Sendable {
         var retain: Bool
         var subscriptionIdentifiers: [Int]
         var released: Bool
+        /// The shared subscription it came through, if any.
+        var share: String? = nil
         var message: ApplicationMessage
     }
 

@@ -152,6 +152,7 @@ final class MessageDistributor: Sendable {
                     qos: delivery.qos,
                     retain: delivery.retainAsPublished && message.retain,
                     subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                    share: delivery.sharedGroup?.subscription,
                     message: message
                 )
             )
@@ -199,17 +200,17 @@ final class MessageDistributor: Sendable {
 
     /// Gives the shared-subscription copies `session` holds and has not had acknowledged to
     /// other members of their groups (its connection ended, or the session did); copies of a
-    /// group it is alone in stay with it.
+    /// group it is alone in stay with it. With a store, a persistent member's copies are stored
+    /// before it receives them, in the same transaction that deletes this session's, and the
+    /// copies that wait only in the store move there to a persistent member.
     func redistributeShared(of session: Session, now: NIODeadline) {
         let groups = router.groupsWithOtherMembers(than: session)
         guard !groups.isEmpty else { return }
-        redistribute(session.takeUnacknowledgedShared(in: groups), from: session, now: now)
-    }
-
-    /// Hands shared-subscription messages that `session` did not acknowledge to other members
-    /// of their groups; dropped (and counted) when no other member is left by now.
-    private func redistribute(_ messages: [Session.Unacknowledged], from session: Session, now: NIODeadline) {
-        for item in messages {
+        let taken = session.takeUnacknowledgedShared(in: Set(groups.keys))
+        var prepared: [(entry: RouteEntry, item: Session.Unacknowledged, admission: OutboundMessages.Admission?)] = []
+        var operations: [StoreOperation] = []
+        let store = self.store
+        for item in taken {
             guard let member = router.alternate(in: item.group, excluding: session) else {
                 statistics.dropped(.noSharedMember)
                 continue
@@ -218,15 +219,107 @@ final class MessageDistributor: Sendable {
                 member.session.recordDrop(.notAuthorized)
                 continue
             }
-            member.session.deliver(
-                item.message,
-                qos: min(item.qos, member.options.qos),
-                retain: false,
-                subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
-                sharedGroup: item.group,
-                now: now
+            let qos = min(item.qos, member.options.qos)
+            // A persistent member's copy is stored like any copy routed to it.
+            guard let store, qos != .atMostOnce, let admission = member.session.admit(bytes: item.message.payload.readableBytes) else {
+                prepared.append((member, item, nil))
+                continue
+            }
+            let identifier: UInt16?
+            switch admission {
+            case .refused:
+                continue
+            case .memory(let reserved):
+                identifier = reserved
+            case .storeOnly:
+                identifier = nil
+            }
+            guard store.hasRoom(for: item.message.storedSize) else {
+                member.session.admissionFailed(admission, bytes: item.message.payload.readableBytes)
+                member.session.recordDrop(.storeFull)
+                continue
+            }
+            operations.append(
+                .putMessage(
+                    clientID: member.session.clientID,
+                    sequence: store.nextSequence(),
+                    packetIdentifier: identifier,
+                    qos: qos,
+                    retain: false,
+                    subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+                    share: item.group.subscription,
+                    message: item.message
+                )
+            )
+            prepared.append((member, item, admission))
+        }
+        if store != nil, session.hasCopiesInStoreOnly {
+            operations += moveWaitingCopies(of: session, in: groups.values)
+        }
+        guard let store else {
+            for (member, item, _) in prepared { deliverRedistributed(item, to: member, admission: nil, now: now) }
+            return
+        }
+        // The copies this session held leave the store in the transaction that stores the new
+        // members' copies: a crash in between keeps one or the other.
+        for item in taken {
+            if let identifier = item.storedIdentifier { operations.append(.deleteMessage(clientID: session.clientID, packetIdentifier: identifier)) }
+        }
+        guard !operations.isEmpty else {
+            for (member, item, admission) in prepared { deliverRedistributed(item, to: member, admission: admission, now: now) }
+            return
+        }
+        store.commit(operations) { [prepared] result in
+            for (member, item, admission) in prepared {
+                if case .failure = result {
+                    if let admission { member.session.admissionFailed(admission, bytes: item.message.payload.readableBytes) }
+                    member.session.recordDrop(.storeFull)
+                    continue
+                }
+                self.deliverRedistributed(item, to: member, admission: admission, now: now)
+            }
+        }
+    }
+
+    /// Store operations that give `session`'s copies waiting only in the store, for each of
+    /// `groups`, to a member of the group whose session is kept in the store too.
+    private func moveWaitingCopies(of session: Session, in groups: some Sequence<SharedGroup>) -> [StoreOperation] {
+        var operations: [StoreOperation] = []
+        for group in groups {
+            guard let member = router.alternate(in: group, excluding: session, where: { $0.session.keepsCopiesInStore }) else { continue }
+            let receiver = member.session
+            operations.append(
+                .moveWaiting(
+                    from: session.clientID,
+                    to: receiver.clientID,
+                    share: group.subscription,
+                    qos: member.options.qos,
+                    subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+                    moved: { count, bytes in
+                        session.copiesMovedOut(count: count, bytes: bytes)
+                        receiver.copiesMovedIn(count: count, bytes: bytes)
+                    }
+                )
             )
         }
+        return operations
+    }
+
+    private func deliverRedistributed(
+        _ item: Session.Unacknowledged,
+        to member: RouteEntry,
+        admission: OutboundMessages.Admission?,
+        now: NIODeadline
+    ) {
+        member.session.deliver(
+            item.message,
+            qos: min(item.qos, member.options.qos),
+            retain: false,
+            subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+            sharedGroup: item.group,
+            admission: admission,
+            now: now
+        )
     }
 }
 

@@ -18,16 +18,19 @@ final class SharedGroup: @unchecked Sendable {
         self.filter = filter
     }
 
+    /// The subscription's text, `$share/{group}/{filter}`, as the store keeps it with copies.
+    var subscription: String { "$share/\(name)/\(filter)" }
+
     /// The next member in turn, skipping disconnected ones while any is connected and skipping
     /// `excluded` (a member whose connection just dropped).
-    func pick(excluding excluded: Session? = nil) -> RouteEntry? {
+    func pick(excluding excluded: Session? = nil, where eligible: (RouteEntry) -> Bool = { _ in true }) -> RouteEntry? {
         let count = members.count
         guard count > 0 else { return nil }
         let start = turn.loadThenWrappingIncrement(ordering: .relaxed)
         var fallback: RouteEntry?
         for offset in 0..<count {
             let member = members[(start &+ offset) % count]
-            if member.session === excluded { continue }
+            if member.session === excluded || !eligible(member) { continue }
             if member.session.isConnected { return member }
             if fallback == nil { fallback = member }
         }

@@ -69,20 +69,27 @@ final class SubscriptionRouter: @unchecked Sendable {
 
     /// The shared groups `session` belongs to that have another member: copies it holds for
     /// those may go to someone else; the others wait for it (or end with its session).
-    func groupsWithOtherMembers(than session: Session) -> Set<ObjectIdentifier> {
+    func groupsWithOtherMembers(than session: Session) -> [ObjectIdentifier: SharedGroup] {
         lock.withReadLock {
-            var found = Set<ObjectIdentifier>()
+            var found: [ObjectIdentifier: SharedGroup] = [:]
             for (id, group) in sharedGroups
             where group.members.contains(where: { $0.session === session }) && group.members.contains(where: { $0.session !== session }) {
-                found.insert(id)
+                found[id] = group
             }
             return found
         }
     }
 
-    /// Another member of `group` for a message whose chosen member `excluded` went away.
-    func alternate(in group: SharedGroup, excluding excluded: Session) -> RouteEntry? {
-        lock.withReadLock { group.pick(excluding: excluded) }
+    /// Another member of `group` for a message whose chosen member `excluded` went away;
+    /// `eligible` narrows the choice.
+    func alternate(in group: SharedGroup, excluding excluded: Session, where eligible: (RouteEntry) -> Bool = { _ in true }) -> RouteEntry? {
+        lock.withReadLock { group.pick(excluding: excluded, where: eligible) }
+    }
+
+    /// The group of the shared subscription `subscription` (`$share/{group}/{filter}`), while it has members.
+    func sharedGroup(_ subscription: String) -> SharedGroup? {
+        guard let shared = try? SharedSubscription.parse(subscription) else { return nil }
+        return lock.withReadLock { sharedTrie.value(for: shared.filter, key: shared.group) }
     }
 
     func subscribe(_ filter: String, entry: RouteEntry) {

@@ -110,6 +110,9 @@ struct OutboundMessages {
         var message: ApplicationMessage
         var qos: QoS
         var group: SharedGroup
+        /// The packet identifier the store keeps this session's copy under, if stored: the
+        /// copy is deleted there in the same transaction that stores the new member's.
+        var storedIdentifier: UInt16?
     }
 
     var limits: Limits
@@ -513,21 +516,30 @@ struct OutboundMessages {
     /// Takes the shared-subscription copies not yet acknowledged (in flight before PUBREL, or
     /// queued) whose group is in `groups`, so that another member of it receives them instead.
     /// Copies of a group with no other member stay: they wait for this client, as any copy does.
-    mutating func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>, effects: inout some OutboundEffects) -> [Unacknowledged] {
+    /// Their stored copies stay in the store: the caller deletes them (``Unacknowledged/storedIdentifier``).
+    mutating func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>) -> [Unacknowledged] {
         var taken: [Unacknowledged] = []
         guard !groups.isEmpty else { return taken }
         for (identifier, outgoing) in inflight {
             guard let group = outgoing.message.sharedGroup, groups.contains(ObjectIdentifier(group)), outgoing.state == .published else { continue }
-            taken.append(Unacknowledged(message: outgoing.message.message, qos: outgoing.message.qos, group: group))
+            taken.append(
+                Unacknowledged(
+                    message: outgoing.message.message,
+                    qos: outgoing.message.qos,
+                    group: group,
+                    storedIdentifier: outgoing.message.stored ? identifier : nil
+                )
+            )
             inflight.removeValue(forKey: identifier)
-            if outgoing.message.stored { effects.forgetStored(identifier) }
         }
         var kept = Deque<Message>()
         for item in queue {
             if let group = item.sharedGroup, groups.contains(ObjectIdentifier(group)), item.qos != .atMostOnce {
-                taken.append(Unacknowledged(message: item.message, qos: item.qos, group: group))
+                taken.append(
+                    Unacknowledged(message: item.message, qos: item.qos, group: group, storedIdentifier: item.stored ? item.packetIdentifier : nil)
+                )
                 queuedBytes -= item.bytes
-                forget(item, effects: &effects)
+                if let identifier = item.packetIdentifier { reservedIdentifiers.remove(identifier) }
             } else {
                 kept.append(item)
             }
@@ -540,13 +552,20 @@ struct OutboundMessages {
 
     /// Rebuilds what the store held for this session: copies with a packet identifier (in
     /// flight, or read into memory before the restart) and how many wait only in the store.
-    mutating func restore(_ messages: [StoredState.StoredMessage], storedOnly count: Int, bytes: Int) {
+    /// `group` finds the shared-subscription group of a copy that came through one.
+    mutating func restore(
+        _ messages: [StoredState.StoredMessage],
+        storedOnly count: Int,
+        bytes: Int,
+        group: (String) -> SharedGroup?
+    ) {
         for item in messages {
             let copy = Message(
                 message: item.message,
                 qos: item.qos,
                 retain: item.retain,
                 subscriptionIdentifiers: item.subscriptionIdentifiers,
+                sharedGroup: item.share.flatMap(group),
                 packetIdentifier: item.packetIdentifier,
                 stored: true,
                 dup: true
@@ -562,5 +581,22 @@ struct OutboundMessages {
         }
         storedOnly = count
         storedOnlyBytes = bytes
+    }
+
+    // MARK: Copies moved in the store
+
+    /// Copies waiting in the store were given to another member of their shared group.
+    mutating func movedOut(count: Int, bytes: Int) {
+        storedOnly = max(0, storedOnly - count)
+        storedOnlyBytes = max(0, storedOnlyBytes - bytes)
+    }
+
+    /// Copies waiting in the store were given to this session by another member of their
+    /// shared group: read them when the client can take them.
+    mutating func movedIn(count: Int, bytes: Int, to connection: (some OutboundConnection)?, effects: inout some OutboundEffects, now: NIODeadline) {
+        storedOnly += count
+        storedOnlyBytes += bytes
+        guard let connection else { return }
+        drain(to: connection, effects: &effects, now: now)
     }
 }

@@ -8,11 +8,14 @@ final class SessionEnvironment: Sendable {
     let statistics: BrokerStatistics
     let store: SQLiteBrokerStore?
     let logger: Logger
+    /// Finds the shared-subscription group of a copy read from the store.
+    let router: SubscriptionRouter?
 
-    init(statistics: BrokerStatistics, store: SQLiteBrokerStore?, logger: Logger) {
+    init(statistics: BrokerStatistics, store: SQLiteBrokerStore?, logger: Logger, router: SubscriptionRouter? = nil) {
         self.statistics = statistics
         self.store = store
         self.logger = logger
+        self.router = router
     }
 }
 
@@ -180,7 +183,9 @@ final class Session: @unchecked Sendable {
             expiryIntervalStorage = stored.expiryInterval
             outbound.usesStore = stored.expiryInterval != 0 && store != nil
             outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: stored.expiryInterval != 0)
-            outbound.restore(stored.messages, storedOnly: stored.storedOnly, bytes: stored.storedOnlyBytes)
+            outbound.restore(stored.messages, storedOnly: stored.storedOnly, bytes: stored.storedOnlyBytes) { [environment] share in
+                environment.router?.sharedGroup(share)
+            }
             awaitingRelease.formUnion(stored.incoming)
         }
     }
@@ -379,7 +384,23 @@ final class Session: @unchecked Sendable {
     /// (see ``SubscriptionRouter/groupsWithOtherMembers(than:)``), so that another member of
     /// their group receives them instead; the others stay for this client.
     func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>) -> [Unacknowledged] {
-        withEffects { effects in outbound.takeUnacknowledgedShared(in: groups, effects: &effects) }
+        lock.withLock { outbound.takeUnacknowledgedShared(in: groups) }
+    }
+
+    /// Whether the store keeps this session's QoS 1/2 copies (persistent, persistence on).
+    var keepsCopiesInStore: Bool { lock.withLock { outbound.usesStore } }
+
+    /// Whether copies wait for this client in the store only.
+    var hasCopiesInStoreOnly: Bool { lock.withLock { outbound.storedOnly > 0 } }
+
+    /// Copies waiting in the store went to another member of their shared group.
+    func copiesMovedOut(count: Int, bytes: Int) {
+        lock.withLock { outbound.movedOut(count: count, bytes: bytes) }
+    }
+
+    /// Copies waiting in the store came from another member of their shared group.
+    func copiesMovedIn(count: Int, bytes: Int) {
+        withEffects { effects in outbound.movedIn(count: count, bytes: bytes, to: outlet, effects: &effects, now: .now()) }
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the message is delivered.
@@ -427,12 +448,14 @@ final class Session: @unchecked Sendable {
             limit: limit,
             assign: { [self] count in lock.withLock { outbound.assignIdentifiers(count: count) } },
             completion: { [self] messages, unused in
+                let router = environment.router
                 let copies = messages.map {
                     OutboundMessages.Message(
                         message: $0.message,
                         qos: $0.qos,
                         retain: $0.retain,
                         subscriptionIdentifiers: $0.subscriptionIdentifiers,
+                        sharedGroup: $0.share.flatMap { router?.sharedGroup($0) },
                         packetIdentifier: $0.packetIdentifier,
                         stored: true
                     )

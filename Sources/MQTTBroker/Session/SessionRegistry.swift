@@ -36,7 +36,7 @@ final class SessionRegistry: Sendable {
     var environment: SessionEnvironment {
         environmentBox.withLockedValue { environment in
             if let environment { return environment }
-            let made = SessionEnvironment(statistics: statistics, store: storeReference.store, logger: logger)
+            let made = SessionEnvironment(statistics: statistics, store: storeReference.store, logger: logger, router: distributor.router)
             environment = made
             return made
         }
@@ -78,17 +78,16 @@ final class SessionRegistry: Sendable {
             sessions[session.clientID] = nil
             return true
         }
-        if removed {
-            store?.record([.deleteSession(clientID: session.clientID)])
-            discard(session)
-        }
+        if removed { discard(session, deletingFromStore: true) }
     }
 
-    private func discard(_ session: Session) {
+    private func discard(_ session: Session, deletingFromStore: Bool = false) {
         session.markEnded()
         // Shared-subscription copies still waiting for it go to another member of their group
-        // (MQTT 5.0 section 4.8.2), before it leaves the groups.
+        // (MQTT 5.0 section 4.8.2), before it leaves the groups; in the store, they are moved
+        // before the session is deleted.
         distributor.redistributeShared(of: session, now: .now())
+        if deletingFromStore { store?.record([.deleteSession(clientID: session.clientID)]) }
         for filter in session.subscriptions.keys {
             if let shared = try? SharedSubscription.parse(filter) {
                 distributor.router.unsubscribe(shared, session: session)

@@ -95,8 +95,14 @@ struct PublisherBackPressureTests {
             defer { Task { await publisher.close() } }
             let acknowledged = NIOLockedValueBox(0)
             let publishing = Task { try await publishCounting(publisher, topic: "lpr/cam-1", count: 5000, acknowledged: acknowledged) }
-            try await Task.sleep(for: .seconds(2))
-            let whileHeld = acknowledged.withLockedValue { $0 }
+            // Until the publisher's acknowledgements stop coming (a second without one).
+            var whileHeld = 0
+            for _ in 0..<60 {
+                try await Task.sleep(for: .seconds(1))
+                let now = acknowledged.withLockedValue { $0 }
+                if now > 0 && now == whileHeld { break }
+                whileHeld = now
+            }
             // 20 in flight to the subscriber, its backlog up to the high-water mark (256), a few
             // more routed before the publisher's flow stopped.
             #expect(whileHeld > 200 && whileHeld < 600, "acknowledged while the subscriber read nothing: \(whileHeld)")

@@ -23,6 +23,15 @@ extension JSONValue {
     public static func parse(_ text: String, maximumDepth: Int = 64) throws(JSONSyntaxError) -> JSONValue {
         try parse(Array(text.utf8), maximumDepth: maximumDepth)
     }
+
+    /// The string value of `key` in a text whose top level is an object, found without building
+    /// the document and at any depth of nesting: for a message refused as too large or nested
+    /// too deep, whose sender still has to be answered by its identifier. Reads members up to
+    /// `key` and stops there, or at the first syntax error (nil).
+    public static func topLevelString(_ key: String, in bytes: some Collection<UInt8>) -> String? {
+        var parser = JSONParser(bytes: Array(bytes), maximumDepth: 0)
+        return try? parser.findTopLevelString(key)
+    }
 }
 
 /// A recursive-descent parser over UTF-8 bytes.
@@ -49,6 +58,63 @@ struct JSONParser {
     }
 
     private func error(_ reason: String) -> JSONSyntaxError { JSONSyntaxError(reason: reason, offset: index) }
+
+    /// See ``JSONValue/topLevelString(_:in:)``.
+    mutating func findTopLevelString(_ wanted: String) throws(JSONSyntaxError) -> String? {
+        if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { index = 3 }
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+        index += 1
+        while true {
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
+            let key = try parseString()
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
+            index += 1
+            skipWhitespace()
+            guard index < bytes.count else { return nil }
+            if key == wanted {
+                return bytes[index] == UInt8(ascii: "\"") ? try parseString() : nil
+            }
+            try skipValue()
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ",") else { return nil }
+            index += 1
+        }
+    }
+
+    /// Moves past one value, counting brackets instead of recursing.
+    private mutating func skipValue() throws(JSONSyntaxError) {
+        var open = 0
+        repeat {
+            guard index < bytes.count else { throw error("unexpected end of input") }
+            switch bytes[index] {
+            case UInt8(ascii: "\""):
+                _ = try parseString()
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                open += 1
+                index += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                guard open > 0 else { throw error("unexpected \(describe(bytes[index]))") }
+                open -= 1
+                index += 1
+            default:
+                guard open == 0 else {
+                    // Separators, whitespace and the characters of numbers and literals.
+                    index += 1
+                    continue
+                }
+                // A number or literal member: up to what follows it.
+                while index < bytes.count {
+                    switch bytes[index] {
+                    case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x09, 0x0A, 0x0D: return
+                    default: index += 1
+                    }
+                }
+            }
+        } while open > 0
+    }
 
     private func describe(_ byte: UInt8) -> String {
         if byte >= 0x20 && byte < 0x7F { return "'\(Character(UnicodeScalar(byte)))'" }

@@ -85,6 +85,13 @@ public struct Detection: Sendable, Hashable {
         return id
     }
 
+    /// The `message_id` of a message that does not parse as a whole (see
+    /// ``JSONValue/topLevelString(_:in:)``).
+    public static func messageID(scanning payload: some Collection<UInt8>) -> String? {
+        guard let id = JSONValue.topLevelString("message_id", in: payload), !id.isEmpty else { return nil }
+        return id
+    }
+
     /// The plates' numbers as read.
     public var plateNumbers: [String] { data.plates.map(\.plateNumber) }
 }

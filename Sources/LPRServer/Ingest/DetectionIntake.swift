@@ -51,15 +51,16 @@ public enum DetectionIntake {
         // A detection is about a kilobyte; one of megabytes is refused, answered by its
         // message_id when one is found, so that the camera does not send it again.
         if let tooLarge = Detection.sizeError(bytes: payload.count) {
-            let messageID =
-                payload.count <= maximumParsedForMessageID ? (try? JSONObject.parse(payload)).flatMap { Detection.messageID(in: $0) } : nil
+            let messageID = payload.count <= maximumParsedForMessageID ? Detection.messageID(scanning: payload) : nil
             return .rejected(Rejected(cameraID: cameraID, messageID: messageID, errors: [tooLarge]))
         }
         let json: JSONObject
         do {
             json = try JSONObject.parse(payload)
         } catch {
-            return .rejected(Rejected(cameraID: cameraID, messageID: nil, errors: error.errors))
+            // Not a detection we can read (nested too deep, cut short after its message_id...):
+            // answered by its message_id when one is found before what is wrong.
+            return .rejected(Rejected(cameraID: cameraID, messageID: Detection.messageID(scanning: payload), errors: error.errors))
         }
         let detection: Detection
         do {

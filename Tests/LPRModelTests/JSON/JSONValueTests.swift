@@ -41,6 +41,25 @@ struct JSONValueTests {
         #expect((try? JSONValue.parse(String(repeating: "[", count: 60) + String(repeating: "]", count: 60))) != nil)
     }
 
+    @Test("a top-level string is found at any depth of nesting, in a text cut short after it, and not inside nested objects")
+    func topLevelString() {
+        let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
+        let cases: [(String, String?)] = [
+            (#"{"metadata":{"x":\#(deep)},"n":-1.5e3,"ok":true,"none":null,"message_id":"m-1","tail":["#, "m-1"),
+            (#" {"message_id" : "m\"2" } "#, #"m"2"#),
+            (#"{"a":{"message_id":"inner"},"message_id":"outer"}"#, "outer"),
+            (#"{"a":{"message_id":"inner"}}"#, nil),
+            (#"{"message_id":42}"#, nil),
+            (#"{"a":[1,2}],"message_id":"after-an-error"}"#, nil),
+            (#"["message_id","m"]"#, nil),
+            ("garbage", nil),
+            ("", nil),
+        ]
+        for (text, expected) in cases {
+            #expect(JSONValue.topLevelString("message_id", in: Array(text.utf8)) == expected, "\(text.prefix(80))")
+        }
+    }
+
     @Test(
         "an object of 200,000 members (a hostile detection's metadata) is read in one pass, the last of a repeated name winning",
         .timeLimit(.minutes(1))

@@ -129,7 +129,13 @@ struct DetectionIntakeTests {
 
     @Test("refusals keep the message_id when there is one, so the camera can be told")
     func rejected() {
-        let cases: [(String, String?)] = [("garbage", nil), (#"{"message_id":"m2"}"#, "m2"), (#"{"message_id":""}"#, nil), ("[]", nil)]
+        let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        let cases: [(String, String?)] = [
+            ("garbage", nil), (#"{"message_id":"m2"}"#, "m2"), (#"{"message_id":""}"#, nil), ("[]", nil),
+            // Not JSON the server reads as a whole, but its message_id is found: the camera is told.
+            (#"{"message_id":"m3","metadata":\#(deep)}"#, "m3"),
+            (#"{"camera_id":"CAM1","message_id":"m4","detection_data":{"plates":["#, "m4"),
+        ]
         for (payload, expected) in cases {
             guard
                 case .rejected(let rejection) = DetectionIntake.evaluate(

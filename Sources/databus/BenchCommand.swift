@@ -68,6 +68,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Connections to hold (conns).")
     var connections = 1_000
 
+    @Option(name: .customLong("keep-alive"), help: "Keep alive of the held connections, in seconds (conns; 0 = none).")
+    var keepAlive: UInt16 = 60
+
     @Option(name: .customLong("mqtt-version"), help: "3.1.1 or 5.")
     var mqttVersion = "3.1.1"
 
@@ -140,6 +143,7 @@ struct BenchCommand: AsyncParsableCommand {
         configuration.publishers = publishers
         configuration.subscribers = subscribers
         configuration.connections = connections
+        configuration.connectionKeepAlive = keepAlive
         configuration.version = mqttVersion.hasSuffix("5") ? .v5 : .v3_1_1
         configuration.brokerPID = brokerPID
         configuration.label = label

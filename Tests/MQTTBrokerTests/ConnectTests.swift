@@ -298,6 +298,42 @@ struct ConnectTests {
         }
     }
 
+    @Test("one keep-alive check per event loop: of many connections, only the silent ones are closed, whichever left before")
+    func keepAliveSweepOfMany() async throws {
+        try await withBroker { port in
+            var leaving: [CodecConnection] = []
+            var pinging: [CodecConnection] = []
+            var silent: [CodecConnection] = []
+            // Interleaved, so that those leaving are taken out of the middle of the sweep.
+            for index in 0..<12 {
+                let client = try await connectAccepted(port: port, "sweep-\(index)", keepAlive: 1)
+                switch index % 3 {
+                case 0: leaving.append(client)
+                case 1: pinging.append(client)
+                default: silent.append(client)
+                }
+            }
+            for client in leaving {
+                try await client.send(.disconnect(DisconnectPacket()))
+                await client.close()
+            }
+            let started = ContinuousClock.now
+            // The pingers ping every 400 ms for 3 s, twice 1.5 × keep alive.
+            while ContinuousClock.now - started < .seconds(3) {
+                try await Task.sleep(for: .milliseconds(400))
+                for client in pinging { #expect(try await client.roundTrip().isEmpty) }
+            }
+            for client in silent {
+                _ = try await client.closedByBroker(within: 10)
+                await client.close()
+            }
+            for client in pinging {
+                #expect(try await client.roundTrip().isEmpty)
+                await client.close()
+            }
+        }
+    }
+
     @Test("a socket that never sends CONNECT is closed after connect_timeout")
     func connectTimeout() async throws {
         try await withBroker(.testing { $0.connectTimeout = 1 }) { port in

@@ -31,6 +31,9 @@ public struct BenchConfiguration: Sendable {
     public var subscribers = 1
     /// For `conns`: connections to open and hold.
     public var connections = 1_000
+    /// For `conns`: the keep alive the idle connections ask for, in seconds (cameras use 60;
+    /// the generator answers none of them within a run shorter than 1.5 times it).
+    public var connectionKeepAlive: UInt16 = 60
     /// The broker's process, for its CPU and memory.
     public var brokerPID: Int32?
     public var tls: BenchTLS?

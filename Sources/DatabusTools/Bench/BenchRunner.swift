@@ -213,6 +213,7 @@ public struct BenchRunner: Sendable {
     private func runConnections(_ group: MultiThreadedEventLoopGroup) async throws -> BenchReport {
         let ssl = try sslContext()
         let run = UUID().uuidString.prefix(8)
+        let keepAlive = configuration.connectionKeepAlive
         let before = configuration.brokerPID.flatMap { ProcessSample.take($0) }
         var channels: [any Channel] = []
         defer { for channel in channels { channel.close(promise: nil) } }
@@ -226,7 +227,8 @@ public struct BenchRunner: Sendable {
                     tasks.addTask {
                         let loop = group.next()
                         let connected = loop.makePromise(of: Void.self)
-                        let channel = try await open(on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: 0, decoded: true) {
+                        let channel = try await open(on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: keepAlive, decoded: true)
+                        {
                             BenchIdleClient(connected: connected)
                         }
                         try await withTimeout(connected.futureResult, "connection \(index) did not get its CONNACK")

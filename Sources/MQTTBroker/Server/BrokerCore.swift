@@ -22,6 +22,8 @@ final class BrokerCore: Sendable {
     let sessions: SessionRegistry
     let distributor: MessageDistributor
     let connections = ConnectionRegistry()
+    /// One keep-alive timer per event loop for all its connections.
+    let keepAliveSweeps = KeepAliveSweeps()
     let statistics = BrokerStatistics()
     let metrics = BrokerMetrics()
     let loginThrottle = LoginThrottle()

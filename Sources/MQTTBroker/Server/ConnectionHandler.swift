@@ -50,7 +50,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var peer: SocketAddress?
     private var clientID: String?
     private var connectTimeout: Scheduled<Void>?
-    private var keepAliveTask: RepeatedTask?
+    /// The event loop's keep-alive sweep, while it watches this connection.
+    private var keepAliveSweep: KeepAliveSweep?
+    /// Where this connection is in its sweep (see ``KeepAliveSweep``).
+    var keepAliveSlot: Int?
     private var lingerTask: Scheduled<Void>?
     private var lingerReads: RepeatedTask?
     /// The broker closed the connection and waits for the client to read that (``closeAfterLinger(context:)``).
@@ -218,7 +221,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         connectTimeout?.cancel()
         connectTimeout = nil
-        keepAliveTask?.cancel()
+        stopKeepAlive()
         lingerTask?.cancel()
         lingerReads?.cancel()
         core.connections.unregister(context.channel)
@@ -405,19 +408,22 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func startKeepAlive(context: ChannelHandlerContext) {
-        let seconds = machine.keepAlive
-        guard seconds > 0 else { return }
-        // Checked every half keep alive.
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        keepAliveTask = context.eventLoop.scheduleRepeatedTask(
-            initialDelay: .milliseconds(Int64(seconds) * 500),
-            delay: .milliseconds(Int64(seconds) * 500)
-        ) { task in
-            let (handler, context) = bound.value
-            guard let close = handler.machine.keepAliveCheck(now: .now()) else { return }
-            task.cancel()
-            handler.close(close, context: context)
-        }
+        guard machine.keepAlive > 0 else { return }
+        let sweep = core.keepAliveSweeps.sweep(for: context.eventLoop)
+        sweep.add(self, context: context)
+        keepAliveSweep = sweep
+    }
+
+    private func stopKeepAlive() {
+        keepAliveSweep?.remove(self)
+        keepAliveSweep = nil
+    }
+
+    /// Called by the sweep: closes the connection once nothing came for 1.5 × its keep alive.
+    func checkKeepAlive(now: NIODeadline, context: ChannelHandlerContext) {
+        guard let close = machine.keepAliveCheck(now: now) else { return }
+        stopKeepAlive()
+        self.close(close, context: context)
     }
 
     // MARK: PUBLISH
@@ -562,7 +568,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Ends the connection's part in its session, once: when the broker decides to close, the
     /// client disconnects, or the connection drops.
     private func endSession() {
-        keepAliveTask?.cancel()
+        stopKeepAlive()
         guard let connected = machine.connectionClosed(), let session, let outlet else { return }
         connectionEnded(connected, session: session, outlet: outlet)
     }

@@ -21,9 +21,8 @@ final class BrokerCore: Sendable {
     let security = SecurityInForce()
     let sessions: SessionRegistry
     let distributor: MessageDistributor
+    /// The open connections, by event loop (keep alive, shutdown).
     let connections = ConnectionRegistry()
-    /// One keep-alive timer per event loop for all its connections.
-    let keepAliveSweeps = KeepAliveSweeps()
     let statistics = BrokerStatistics()
     let metrics = BrokerMetrics()
     let loginThrottle = LoginThrottle()

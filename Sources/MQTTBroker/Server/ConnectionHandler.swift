@@ -50,10 +50,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var peer: SocketAddress?
     private var clientID: String?
     private var connectTimeout: Scheduled<Void>?
-    /// The event loop's keep-alive sweep, while it watches this connection.
-    private var keepAliveSweep: KeepAliveSweep?
-    /// Where this connection is in its sweep (see ``KeepAliveSweep``).
-    var keepAliveSlot: Int?
+    /// Its event loop's connections, while this one is open.
+    private var loopConnections: LoopConnections?
+    /// Where this connection is among them (see ``LoopConnections``).
+    var loopSlot: Int?
     private var lingerTask: Scheduled<Void>?
     private var lingerReads: RepeatedTask?
     /// The broker closed the connection and waits for the client to read that (``closeAfterLinger(context:)``).
@@ -90,7 +90,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     // MARK: Channel events
 
     func channelActive(context: ChannelHandlerContext) {
-        core.connections.register(context.channel)
+        let loopConnections = core.connections.connections(on: context.eventLoop)
+        loopConnections.add(self, context: context)
+        self.loopConnections = loopConnections
         peer = context.channel.remoteAddress
         let seconds = Int64(configuration.connectTimeout)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -221,10 +223,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         connectTimeout?.cancel()
         connectTimeout = nil
-        stopKeepAlive()
         lingerTask?.cancel()
         lingerReads?.cancel()
-        core.connections.unregister(context.channel)
+        loopConnections?.remove(self)
+        loopConnections = nil
         endSession()
         context.fireChannelInactive()
     }
@@ -385,7 +387,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.outlet = outlet
         session.attach(outlet, now: .now())
         core.statistics.clientConnected()
-        startKeepAlive(context: context)
         logger.info(
             "client connected",
             metadata: [
@@ -407,22 +408,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         closeAfterLinger(context: context)
     }
 
-    private func startKeepAlive(context: ChannelHandlerContext) {
-        guard machine.keepAlive > 0 else { return }
-        let sweep = core.keepAliveSweeps.sweep(for: context.eventLoop)
-        sweep.add(self, context: context)
-        keepAliveSweep = sweep
-    }
-
-    private func stopKeepAlive() {
-        keepAliveSweep?.remove(self)
-        keepAliveSweep = nil
-    }
-
-    /// Called by the sweep: closes the connection once nothing came for 1.5 × its keep alive.
+    /// Called by ``LoopConnections`` every half second: closes the connection once nothing
+    /// came for 1.5 × its keep alive.
     func checkKeepAlive(now: NIODeadline, context: ChannelHandlerContext) {
         guard let close = machine.keepAliveCheck(now: now) else { return }
-        stopKeepAlive()
         self.close(close, context: context)
     }
 
@@ -568,7 +557,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Ends the connection's part in its session, once: when the broker decides to close, the
     /// client disconnects, or the connection drops.
     private func endSession() {
-        stopKeepAlive()
         guard let connected = machine.connectionClosed(), let session, let outlet else { return }
         connectionEnded(connected, session: session, outlet: outlet)
     }

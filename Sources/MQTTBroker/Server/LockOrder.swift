@@ -22,7 +22,7 @@
 ///    - `SQLiteBrokerStore.pending` — operations waiting for the next group commit (completions
 ///      run on the store's thread after it is released);
 ///    - `RetainedMessageStore.messages`, `ConfigurationInForce`, `SecurityInForce`,
-///      `SessionRegistry.environmentBox`, `ConnectionRegistry`, `KeepAliveSweeps`, `LoginThrottle`,
+///      `SessionRegistry.environmentBox`, `ConnectionRegistry`, `LoginThrottle`,
 ///      `BrokerMetrics.exported`.
 ///
 /// A bridge (``Bridge``) takes no lock of its own: its rules, connection and timers live on

@@ -57,6 +57,38 @@ private func publishNumbered(_ camera: CodecConnection, _ numbers: ClosedRange<I
     }
 }
 
+/// The payloads of the PUBLISH packets `connection` receives (QoS 1 ones acknowledged), until
+/// `count` have come or none comes for `seconds`.
+private func receivePayloads(_ connection: CodecConnection, upTo count: Int, within seconds: Double = 5) async -> [String] {
+    var payloads: [String] = []
+    while payloads.count < count {
+        guard let packet = try? await connection.receive(within: seconds) else { break }
+        guard case .publish(let publish) = packet else { continue }
+        payloads.append(String(buffer: publish.payload))
+        if publish.qos == .atLeastOnce, let identifier = publish.packetIdentifier {
+            try? await connection.send(.puback(PubAckPacket(packetIdentifier: identifier)))
+        }
+    }
+    return payloads
+}
+
+/// What `connection` receives in the next `seconds`: its packets, and why it ended if it did
+/// (a packet from the broker that does not decode, for example).
+private func packets(from connection: CodecConnection, within seconds: Double) async -> (packets: [MQTTPacket], ended: String?) {
+    var packets: [MQTTPacket] = []
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        do {
+            packets.append(try await connection.receive(within: 0.1))
+        } catch let error as InteropError where error.description.hasPrefix("no packet") {
+            continue
+        } catch {
+            return (packets, "\(error)")
+        }
+    }
+    return (packets, nil)
+}
+
 @Suite("Shared subscriptions")
 struct SharedSubscriptionTests {
     @Test("each message goes to one member of the group, in turn, and to every non-shared subscriber", arguments: [MQTTProtocolVersion.v3_1_1, .v5])
@@ -389,6 +421,205 @@ struct SharedSubscriptionPersistenceTests {
             let received = try await receivePublishes(back, count: 4).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4"])
             await back.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("copies moved to a member whose session ends in the same moment go on to the member that remains")
+    func movedCopiesOutliveTheirReceiversEnd() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-7")
+            let shortLived: Properties = [.sessionExpiryInterval(2)]
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            // The first member is alone when the messages come: they wait in the store for it.
+            let first = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await first.handshake(clientIdentifier: "server-first", cleanStart: false, properties: shortLived)
+            try await subscribe(first, "$share/ingest/lpr/#")
+            await first.close()
+            try await publishNumbered(camera, 1...50)
+            await camera.close()
+            // Two more members join and leave: the second keeps its session as briefly as the
+            // first, the keeper for longer. The second holds no copies of its own.
+            let second = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await second.handshake(clientIdentifier: "server-second", cleanStart: false, properties: shortLived)
+            try await subscribe(second, "$share/ingest/lpr/#")
+            await second.close()
+            let keeper = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            try await subscribe(keeper, "$share/ingest/lpr/#")
+            await keeper.close()
+
+            // The restart counts as every member's disconnection: the first and the second
+            // expire together 2 s later, and the first one's copies must not end with the second.
+            try await broker.killAndRestart()
+            try await Task.sleep(for: .seconds(3))
+
+            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            let received = await receivePayloads(back, upTo: 50)
+            #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...50).map(String.init), "the keeper received \(received.count) of 50")
+            await back.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("copies moved to a member subscribed at QoS 0 reach it once, and not again after a restart")
+    func copiesMovedAtQoS0AreNotKept() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-8")
+            let first = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await first.handshake(clientIdentifier: "server-first", cleanStart: false, properties: [.sessionExpiryInterval(2)])
+            try await subscribe(first, "$share/ingest/lpr/#")
+            await first.close()
+            try await publishNumbered(camera, 1...4)
+            await camera.close()
+            // A member that keeps its session but takes the group's messages at QoS 0.
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            let member = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await member.handshake(clientIdentifier: "server-qos0", cleanStart: false, properties: lasting)
+            try await subscribe(member, "$share/ingest/lpr/#", qos: .atMostOnce)
+
+            // The first member's session expires: its copies reach the member that remains, at QoS 0.
+            let moved = await receivePayloads(member, upTo: 4, within: 5)
+            #expect(moved.sorted() == ["1", "2", "3", "4"])
+            await member.close()
+            try await broker.killAndRestart()
+
+            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await back.handshake(clientIdentifier: "server-qos0", cleanStart: false, properties: lasting)
+            // Nothing is due any more: a QoS 0 copy is never kept for a client.
+            let again = await packets(from: back, within: 2)
+            #expect(again.packets.isEmpty && again.ended == nil, "after the restart: \(again)")
+            await back.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("copies waiting in the store for a member whose session expires go to a member that keeps no session")
+    func waitingCopiesReachAMemberWithoutSession() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-9")
+            let first = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await first.handshake(clientIdentifier: "server-first", cleanStart: false, properties: [.sessionExpiryInterval(2)])
+            try await subscribe(first, "$share/ingest/lpr/#")
+            await first.close()
+            try await publishNumbered(camera, 1...4)
+            await camera.close()
+            // The group's other member is connected, and its session ends with its connection.
+            let worker = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await worker.handshake(clientIdentifier: "server-worker")
+            try await subscribe(worker, "$share/ingest/lpr/#")
+
+            // The first member's session expires 2 s after it left: its copies go to the worker.
+            let received = await receivePayloads(worker, upTo: 4, within: 5)
+            #expect(received.sorted() == ["1", "2", "3", "4"])
+            await worker.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("copies re-sent to a member that took its session over stay with it when its old connection ends")
+    func takeoverKeepsTheCopiesItWasResent() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            let other = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await other.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
+            try await subscribe(other, "$share/ingest/lpr/#")
+            await other.close()
+            let old = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await old.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            try await subscribe(old, "$share/ingest/lpr/#")
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-11")
+            try await publishNumbered(camera, 1...4)
+            await camera.close()
+            #expect(try await receivePublishes(old, count: 4, acknowledge: false).count == 4)
+
+            // The client comes back on a new connection and takes its session over: the four are
+            // sent again there. Its old connection ends (as the client closes it) before it has
+            // acknowledged them on the new one.
+            let again = try await CodecConnection.connect(port: broker.port, version: .v5)
+            let connack = try await again.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            #expect(connack.sessionPresent)
+            await old.close()
+            try await Task.sleep(for: .milliseconds(500))
+            let resent = await receivePayloads(again, upTo: 4)
+            #expect(resent.sorted() == ["1", "2", "3", "4"])
+            try await Task.sleep(for: .milliseconds(200))
+            await again.close()
+
+            // The client had them all: nothing is for the other member.
+            let otherBack = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await otherBack.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
+            let toOther = await packets(from: otherBack, within: 1)
+            #expect(toOther.packets.isEmpty, "the other member received: \(toOther.packets)")
+            await otherBack.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("a QoS 2 message a member was receiving when its connection broke is completed with that member, not sent to another (5.0 4.8.2)")
+    func inflightQoS2StaysWithItsMember() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let lasting: Properties = [.sessionExpiryInterval(300)]
+            let other = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await other.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
+            try await subscribe(other, "$share/ingest/lpr/#", qos: .exactlyOnce)
+            await other.close()
+            let chosen = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await chosen.handshake(clientIdentifier: "server-chosen", cleanStart: false, properties: lasting)
+            try await subscribe(chosen, "$share/ingest/lpr/#", qos: .exactlyOnce)
+
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-10")
+            let message = PublishPacket(topicName: "lpr/plates", payload: ByteBuffer(string: "once"), qos: .exactlyOnce, packetIdentifier: 1)
+            try await camera.send(.publish(message))
+            try await camera.expectNext(.pubrec(PubRecPacket(packetIdentifier: 1)))
+            try await camera.send(.pubrel(PubRelPacket(packetIdentifier: 1)))
+            try await camera.expectNext(.pubcomp(PubCompPacket(packetIdentifier: 1)))
+            await camera.close()
+            // The connected member receives it; its connection breaks before it answers PUBREC.
+            let sent = try await receivePublishes(chosen, count: 1, acknowledge: false)
+            #expect(sent.first?.qos == .exactlyOnce)
+            await chosen.close()
+            try await Task.sleep(for: .milliseconds(500))
+
+            // The other member comes back first: the message is not for it.
+            let otherBack = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await otherBack.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
+            let toOther = await packets(from: otherBack, within: 1)
+            #expect(toOther.packets.isEmpty, "the other member received: \(toOther.packets)")
+            await otherBack.close()
+            // The chosen member reconnects: the delivery is completed with it.
+            let chosenBack = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await chosenBack.handshake(clientIdentifier: "server-chosen", cleanStart: false, properties: lasting)
+            let resent = await packets(from: chosenBack, within: 2).packets
+            let again: PublishPacket? = if case .publish(let publish)? = resent.first { publish } else { nil }
+            #expect(again?.dup == true && again?.qos == .exactlyOnce, "the chosen member received: \(resent)")
+            await chosenBack.close()
         } catch {
             await broker.stop()
             throw error

@@ -404,6 +404,14 @@ final class SQLiteBrokerStore: Sendable {
                 arguments: [to, Int(qos.rawValue), subscriptionIdentifiers.map(String.init).joined(separator: ","), from, share]
             )
             return { moved(count, bytes) }
+        case .takeWaiting(let from, let share, let taken):
+            let waiting = "client_id = ? AND share = ? AND packet_identifier IS NULL"
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM message WHERE \(waiting) ORDER BY sequence", arguments: [from, share])
+            guard !rows.isEmpty else { return nil }
+            let copies = try rows.map { try storedMessage($0) }
+            let bytes = copies.reduce(0) { $0 + $1.message.payload.readableBytes }
+            try db.execute(sql: "DELETE FROM message WHERE \(waiting)", arguments: [from, share])
+            return { taken(copies, bytes) }
         case .releaseMessage(let clientID, let identifier):
             try db.execute(
                 sql: "UPDATE message SET released = 1 WHERE client_id = ? AND packet_identifier = ?",

@@ -35,6 +35,10 @@ enum StoreOperation: Sendable {
         subscriptionIdentifiers: [Int],
         moved: @Sendable (_ count: Int, _ bytes: Int) -> Void
     )
+    /// Deletes the copies of `from` that came through the shared subscription `share` and wait
+    /// only in the store, and hands them to `taken` once that is committed (for a member whose
+    /// session the store does not keep).
+    case takeWaiting(from: String, share: String, taken: @Sendable (_ copies: [StoredState.StoredMessage], _ bytes: Int) -> Void)
     /// PUBREC received: only PUBREL/PUBCOMP remain for this message.
     case releaseMessage(clientID: String, packetIdentifier: UInt16)
     case deleteMessage(clientID: String, packetIdentifier: UInt16)

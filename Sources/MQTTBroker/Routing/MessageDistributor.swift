@@ -199,19 +199,26 @@ final class MessageDistributor: Sendable {
     }
 
     /// Gives the shared-subscription copies `session` holds and has not had acknowledged to
-    /// other members of their groups (its connection ended, or the session did); copies of a
-    /// group it is alone in stay with it. With a store, a persistent member's copies are stored
-    /// before it receives them, in the same transaction that deletes this session's, and the
-    /// copies that wait only in the store move there to a persistent member.
-    func redistributeShared(of session: Session, now: NIODeadline) {
+    /// other members of their groups (its connection ended, or — `sessionEnds` — the session
+    /// did); copies of a group it is alone in stay with it. See
+    /// ``OutboundMessages/takeUnacknowledgedShared(in:)`` for which copies go.
+    ///
+    /// With a store, a persistent session's copies go to a persistent member when there is one,
+    /// stored for it in the transaction that deletes them from this session; its copies waiting
+    /// only in the store move there to a persistent member (when the connection ended, only to
+    /// one that is connected), or, when the session ends and no member keeps a session, are
+    /// read back and handed to one that does not.
+    func redistributeShared(of session: Session, sessionEnds: Bool, now: NIODeadline) {
         let groups = router.groupsWithOtherMembers(than: session)
         guard !groups.isEmpty else { return }
         let taken = session.takeUnacknowledgedShared(in: Set(groups.keys))
+        let store = self.store
+        let durable = store != nil && session.keepsCopiesInStore
         var prepared: [(entry: RouteEntry, item: Session.Unacknowledged, admission: OutboundMessages.Admission?)] = []
         var operations: [StoreOperation] = []
-        let store = self.store
         for item in taken {
-            guard let member = router.alternate(in: item.group, excluding: session) else {
+            let persistent = durable ? router.alternate(in: item.group, excluding: session, where: { Self.keepsCopies($0) }) : nil
+            guard let member = persistent ?? router.alternate(in: item.group, excluding: session) else {
                 statistics.dropped(.noSharedMember)
                 continue
             }
@@ -253,8 +260,8 @@ final class MessageDistributor: Sendable {
             )
             prepared.append((member, item, admission))
         }
-        if store != nil, session.hasCopiesInStoreOnly {
-            operations += moveWaitingCopies(of: session, in: groups.values)
+        if durable {
+            operations += waitingCopiesOperations(of: session, in: groups.values, sessionEnds: sessionEnds, now: now)
         }
         guard let store else {
             for (member, item, _) in prepared { deliverRedistributed(item, to: member, admission: nil, now: now) }
@@ -281,28 +288,68 @@ final class MessageDistributor: Sendable {
         }
     }
 
-    /// Store operations that give `session`'s copies waiting only in the store, for each of
-    /// `groups`, to a member of the group whose session is kept in the store too.
-    private func moveWaitingCopies(of session: Session, in groups: some Sequence<SharedGroup>) -> [StoreOperation] {
+    /// A member whose copies the store keeps, at QoS 1 or 2.
+    private static func keepsCopies(_ entry: RouteEntry) -> Bool {
+        entry.options.qos != .atMostOnce && entry.session.keepsCopiesInStore
+    }
+
+    /// Store operations for `session`'s copies of each of `groups` that wait only in the store:
+    /// moved to a member the store keeps copies for (whether there are any is for the store to
+    /// say, not this session's count, which a move to it may not have reached yet), or — when the
+    /// session ends and no such member is left — read back for a member without a stored session.
+    private func waitingCopiesOperations(
+        of session: Session,
+        in groups: some Sequence<SharedGroup>,
+        sessionEnds: Bool,
+        now: NIODeadline
+    ) -> [StoreOperation] {
         var operations: [StoreOperation] = []
         for group in groups {
-            guard let member = router.alternate(in: group, excluding: session, where: { $0.session.keepsCopiesInStore }) else { continue }
-            let receiver = member.session
-            operations.append(
-                .moveWaiting(
-                    from: session.clientID,
-                    to: receiver.clientID,
-                    share: group.subscription,
-                    qos: member.options.qos,
-                    subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
-                    moved: { count, bytes in
-                        session.copiesMovedOut(count: count, bytes: bytes)
-                        receiver.copiesMovedIn(count: count, bytes: bytes)
+            let receiver = router.alternate(in: group, excluding: session) { entry in
+                Self.keepsCopies(entry) && (sessionEnds || entry.session.isConnected)
+            }
+            if let receiver {
+                let target = receiver.session
+                operations.append(
+                    .moveWaiting(
+                        from: session.clientID,
+                        to: target.clientID,
+                        share: group.subscription,
+                        qos: receiver.options.qos,
+                        subscriptionIdentifiers: receiver.identifier.map { [$0] } ?? [],
+                        moved: { count, bytes in
+                            session.copiesMovedOut(count: count, bytes: bytes)
+                            target.copiesMovedIn(count: count, bytes: bytes)
+                        }
+                    )
+                )
+            } else if sessionEnds {
+                operations.append(
+                    .takeWaiting(from: session.clientID, share: group.subscription) { copies, bytes in
+                        session.copiesMovedOut(count: copies.count, bytes: bytes)
+                        self.deliverTaken(copies, of: group, from: session)
                     }
                 )
-            )
+            }
         }
         return operations
+    }
+
+    /// Copies read back from an ended session's store rows, for members without a stored session.
+    private func deliverTaken(_ copies: [StoredState.StoredMessage], of group: SharedGroup, from session: Session) {
+        let now = NIODeadline.now()
+        for copy in copies {
+            let item = Session.Unacknowledged(message: copy.message, qos: copy.qos, group: group, storedIdentifier: nil)
+            guard let member = router.alternate(in: group, excluding: session) else {
+                statistics.dropped(.noSharedMember)
+                continue
+            }
+            if security.checksAccess && !member.session.mayRead(copy.message.topic) {
+                member.session.recordDrop(.notAuthorized)
+                continue
+            }
+            deliverRedistributed(item, to: member, admission: nil, now: now)
+        }
     }
 
     private func deliverRedistributed(

@@ -592,8 +592,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         let stillOwner = session.detach(outlet)
         let now = NIODeadline.now()
         // Shared-subscription messages this client did not acknowledge go to another member of
-        // their group; with no other member they wait for it, as its other messages do.
-        core.distributor.redistributeShared(of: session, now: now)
+        // their group; with no other member they wait for it, as its other messages do. Not when
+        // a new connection took the session over: it has been sent them again.
+        if stillOwner { core.distributor.redistributeShared(of: session, sessionEnds: false, now: now) }
         if !connected.cleanDisconnect { logger.info("connection lost") }
         let ending = ConnectionStateMachine.ending(connected, stillOwner: stillOwner, sessionEnded: session.hasEnded)
         let core = self.core

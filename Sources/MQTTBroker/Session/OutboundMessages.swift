@@ -513,15 +513,19 @@ struct OutboundMessages {
         return dropped
     }
 
-    /// Takes the shared-subscription copies not yet acknowledged (in flight before PUBREL, or
-    /// queued) whose group is in `groups`, so that another member of it receives them instead.
-    /// Copies of a group with no other member stay: they wait for this client, as any copy does.
+    /// Takes the shared-subscription copies not yet acknowledged whose group is in `groups`, so
+    /// that another member of it receives them instead: QoS 1 copies sent and not acknowledged,
+    /// and copies not sent yet. A QoS 2 copy sent (or perhaps sent, before a restart) stays: its
+    /// delivery is completed with this client or not at all (MQTT-4.8.2-4, MQTT-4.8.2-5). Copies
+    /// of a group with no other member stay too: they wait for this client, as any copy does.
     /// Their stored copies stay in the store: the caller deletes them (``Unacknowledged/storedIdentifier``).
     mutating func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>) -> [Unacknowledged] {
         var taken: [Unacknowledged] = []
         guard !groups.isEmpty else { return taken }
         for (identifier, outgoing) in inflight {
-            guard let group = outgoing.message.sharedGroup, groups.contains(ObjectIdentifier(group)), outgoing.state == .published else { continue }
+            guard let group = outgoing.message.sharedGroup, groups.contains(ObjectIdentifier(group)), outgoing.state == .published,
+                outgoing.message.qos == .atLeastOnce
+            else { continue }
             taken.append(
                 Unacknowledged(
                     message: outgoing.message.message,
@@ -534,7 +538,9 @@ struct OutboundMessages {
         }
         var kept = Deque<Message>()
         for item in queue {
-            if let group = item.sharedGroup, groups.contains(ObjectIdentifier(group)), item.qos != .atMostOnce {
+            if let group = item.sharedGroup, groups.contains(ObjectIdentifier(group)),
+                item.qos == .atLeastOnce || (item.qos == .exactlyOnce && !item.dup)
+            {
                 taken.append(
                     Unacknowledged(message: item.message, qos: item.qos, group: group, storedIdentifier: item.stored ? item.packetIdentifier : nil)
                 )

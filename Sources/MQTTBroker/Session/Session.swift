@@ -179,13 +179,16 @@ final class Session: @unchecked Sendable {
 
     /// Rebuilds the session from the store at start-up.
     func restore(_ stored: StoredState.StoredSession) {
+        // The groups are looked up before taking the session's lock (the router's lock comes first).
+        var groups: [String: SharedGroup] = [:]
+        for share in Set(stored.messages.compactMap(\.share)) {
+            if let group = environment.router?.sharedGroup(share) { groups[share] = group }
+        }
         lock.withLock {
             expiryIntervalStorage = stored.expiryInterval
             outbound.usesStore = stored.expiryInterval != 0 && store != nil
             outbound.limits = limits.outbound(usesStore: outbound.usesStore, persistent: stored.expiryInterval != 0)
-            outbound.restore(stored.messages, storedOnly: stored.storedOnly, bytes: stored.storedOnlyBytes) { [environment] share in
-                environment.router?.sharedGroup(share)
-            }
+            outbound.restore(stored.messages, storedOnly: stored.storedOnly, bytes: stored.storedOnlyBytes) { groups[$0] }
             awaitingRelease.formUnion(stored.incoming)
         }
     }

@@ -86,7 +86,7 @@ final class SessionRegistry: Sendable {
         // Shared-subscription copies still waiting for it go to another member of their group
         // (MQTT 5.0 section 4.8.2), before it leaves the groups; in the store, they are moved
         // before the session is deleted.
-        distributor.redistributeShared(of: session, now: .now())
+        distributor.redistributeShared(of: session, sessionEnds: true, now: .now())
         if deletingFromStore { store?.record([.deleteSession(clientID: session.clientID)]) }
         for filter in session.subscriptions.keys {
             if let shared = try? SharedSubscription.parse(filter) {

@@ -221,6 +221,28 @@ struct SharedSubscriptionTests {
         }
     }
 
+    @Test("without persistence too, a member that comes back gets the copies that waited for an absent member")
+    func returningMemberGathersWithoutStore() async throws {
+        try await withSharedTestBroker { port in
+            let lasting: Properties = [.sessionExpiryInterval(3_600)]
+            for name in ["server-gone", "server-back"] {
+                let member = try await CodecConnection.connect(port: port, version: .v5)
+                _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: lasting)
+                try await subscribe(member, "$share/ingest/lpr/#")
+                await member.close()
+            }
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await camera.close() } }
+            _ = try await camera.handshake(clientIdentifier: "camera-13")
+            try await publishNumbered(camera, 1...6)
+            let back = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await back.close() } }
+            _ = try await back.handshake(clientIdentifier: "server-back", cleanStart: false, properties: lasting)
+            let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
+            #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
+        }
+    }
+
     @Test("no-local on a shared subscription is a protocol error, an invalid share name is refused")
     func invalidSharedSubscriptions() async throws {
         try await withSharedTestBroker { port in
@@ -383,6 +405,37 @@ struct SharedSubscriptionPersistenceTests {
             #expect(connack.sessionPresent)
             let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
+            await back.close()
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
+    @Test("copies that waited for an absent member go to a member that comes back, without waiting for the absent one to return or expire")
+    func returningMemberGathersTheGroupsCopies() async throws {
+        let broker = try await PersistentBrokerProcess()
+        do {
+            let lasting: Properties = [.sessionExpiryInterval(86_400)]
+            for name in ["server-gone", "server-back"] {
+                let member = try await CodecConnection.connect(port: broker.port, version: .v5)
+                _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: lasting)
+                try await subscribe(member, "$share/ingest/lpr/#")
+                await member.close()
+            }
+            // Nobody in the group is connected: the copies wait, half for each member.
+            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await camera.handshake(clientIdentifier: "camera-12")
+            try await publishNumbered(camera, 1...10)
+            await camera.close()
+            try await broker.killAndRestart()
+
+            // One member comes back; the other is gone for good (its session lasts a day).
+            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
+            _ = try await back.handshake(clientIdentifier: "server-back", cleanStart: false, properties: lasting)
+            let received = await receivePayloads(back, upTo: 10)
+            #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...10).map(String.init), "received \(received.count) of 10")
             await back.close()
         } catch {
             await broker.stop()

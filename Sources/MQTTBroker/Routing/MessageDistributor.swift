@@ -288,6 +288,15 @@ final class MessageDistributor: Sendable {
         }
     }
 
+    /// `session` is connected and a member of shared groups: the copies waiting for members of
+    /// them that are away (which got messages while nobody in the group was connected) come to
+    /// the connected members now instead of when those return or their sessions end.
+    func gatherSharedCopies(for session: Session, now: NIODeadline) {
+        for absent in router.absentMembers(sharingWith: session) {
+            redistributeShared(of: absent, sessionEnds: false, now: now)
+        }
+    }
+
     /// A member whose copies the store keeps, at QoS 1 or 2.
     private static func keepsCopies(_ entry: RouteEntry) -> Bool {
         entry.options.qos != .atMostOnce && entry.session.keepsCopiesInStore

@@ -80,6 +80,19 @@ final class SubscriptionRouter: @unchecked Sendable {
         }
     }
 
+    /// The members of `session`'s shared groups that are not connected (their sessions, once each).
+    func absentMembers(sharingWith session: Session) -> [Session] {
+        lock.withReadLock {
+            var found: [ObjectIdentifier: Session] = [:]
+            for group in sharedGroups.values where group.members.contains(where: { $0.session === session }) {
+                for member in group.members where member.session !== session && !member.session.isConnected {
+                    found[ObjectIdentifier(member.session)] = member.session
+                }
+            }
+            return Array(found.values)
+        }
+    }
+
     /// Another member of `group` for a message whose chosen member `excluded` went away;
     /// `eligible` narrows the choice.
     func alternate(in group: SharedGroup, excluding excluded: Session, where eligible: (RouteEntry) -> Bool = { _ in true }) -> RouteEntry? {

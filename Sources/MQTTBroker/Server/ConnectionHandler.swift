@@ -386,6 +386,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.session = session
         self.outlet = outlet
         session.attach(outlet, now: .now())
+        if present { core.distributor.gatherSharedCopies(for: session, now: .now()) }
         core.statistics.clientConnected()
         logger.info(
             "client connected",
@@ -512,11 +513,17 @@ final class ConnectionHandler: ChannelInboundHandler {
                 session.deliver(message, qos: qos, retain: true, subscriptionIdentifiers: identifiers, now: .now())
             }
         }
+        let joinedGroup = plan.items.contains { if case .subscribe(let subscription) = $0 { subscription.shared != nil } else { false } }
+        let distributor = core.distributor
+        let answer: @Sendable () -> Void = {
+            sendAnswer()
+            if joinedGroup { distributor.gatherSharedCopies(for: session, now: .now()) }
+        }
         if let store = core.store, session.isPersistent, !operations.isEmpty {
             // SUBACK once the subscriptions are on disk: a restart must not lose them.
-            store.commit(operations) { _ in sendAnswer() }
+            store.commit(operations) { _ in answer() }
         } else {
-            sendAnswer()
+            answer()
         }
     }
 

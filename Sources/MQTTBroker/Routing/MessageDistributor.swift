@@ -278,9 +278,11 @@ final class MessageDistributor: Sendable {
         }
         store.commit(operations) { [prepared] result in
             for (member, item, admission) in prepared {
-                if case .failure = result {
+                guard case .success = result else {
+                    // Not stored for the member (and still stored for this session): it gets the
+                    // copy all the same, held in memory only.
                     if let admission { member.session.admissionFailed(admission, bytes: item.message.payload.readableBytes) }
-                    member.session.recordDrop(.storeFull)
+                    self.deliverRedistributed(item, to: member, admission: nil, now: now)
                     continue
                 }
                 self.deliverRedistributed(item, to: member, admission: admission, now: now)

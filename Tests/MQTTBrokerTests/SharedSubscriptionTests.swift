@@ -1,5 +1,4 @@
 import DatabusTestSupport
-import Foundation
 import Logging
 import MQTTBroker
 import MQTTCore
@@ -173,9 +172,7 @@ struct SharedSubscriptionTests {
             defer { Task { await camera.close() } }
             _ = try await camera.handshake(clientIdentifier: "camera-3")
             let persistent: Properties = [.sessionExpiryInterval(300)]
-            let solo = try await CodecConnection.connect(port: port, version: .v5)
-            _ = try await solo.handshake(clientIdentifier: "server-solo", cleanStart: false, properties: persistent)
-            try await subscribe(solo, "$share/ingest/lpr/#")
+            let solo = try await joinGroup(port: port, "server-solo", properties: persistent)
 
             try await publishNumbered(camera, 1...4)
             // Received, not acknowledged, then the connection drops.
@@ -199,13 +196,9 @@ struct SharedSubscriptionTests {
             let camera = try await CodecConnection.connect(port: port, version: .v5)
             defer { Task { await camera.close() } }
             _ = try await camera.handshake(clientIdentifier: "camera-4")
-            let shortLived = try await CodecConnection.connect(port: port, version: .v5)
-            _ = try await shortLived.handshake(clientIdentifier: "server-short", cleanStart: false, properties: [.sessionExpiryInterval(1)])
-            try await subscribe(shortLived, "$share/ingest/lpr/#")
+            let shortLived = try await joinGroup(port: port, "server-short", properties: [.sessionExpiryInterval(1)])
             let lasting: Properties = [.sessionExpiryInterval(300)]
-            let keeper = try await CodecConnection.connect(port: port, version: .v5)
-            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
-            try await subscribe(keeper, "$share/ingest/lpr/#")
+            let keeper = try await joinGroup(port: port, "server-keeper", properties: lasting)
             await shortLived.close()
             await keeper.close()
 
@@ -338,65 +331,39 @@ struct SharedSubscriptionPahoTests {
     }
 }
 
-/// A databus broker process with persistence at default settings, killed with SIGKILL and
-/// started again on the same port by `restart`.
-private final class PersistentBrokerProcess {
-    let folder: String
-    let file: String
-    let port: Int
-    private(set) var process: ChildProcess
+/// `databus broker` with persistence, otherwise at default settings.
+private let persistentBroker = """
+    persistence true
+    persistence_location {DIRECTORY}/store
+    sys_interval 0
+    """
 
-    init() async throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("databus-shared-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        file = folder + "/databus.conf"
-        (process, port) = try await startBrokerProcess(
-            configuration: """
-                listener {PORT} 127.0.0.1
-                allow_anonymous true
-                persistence true
-                persistence_location \(folder)/store
-                sys_interval 0
-                """,
-            file: file
-        )
-    }
-
-    func killAndRestart() async throws {
-        kill(process.pid, SIGKILL)
-        await process.wait()
-        process = try ChildProcess.spawn(try databusExecutable(), ["broker", "-c", file])
-        try await waitForPort(port)
-    }
-
-    func stop() async {
-        await process.terminate()
-        try? FileManager.default.removeItem(atPath: folder)
-    }
+/// A 5.0 client `name` that resumes its session with `properties` and joins the group `ingest` on lpr/#.
+private func joinGroup(port: Int, _ name: String, properties: Properties, qos: QoS = .atLeastOnce) async throws -> CodecConnection {
+    let member = try await CodecConnection.connect(port: port, version: .v5)
+    _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: properties)
+    try await subscribe(member, "$share/ingest/lpr/#", qos: qos)
+    return member
 }
 
 @Suite("Shared subscriptions with persistence", .serialized)
 struct SharedSubscriptionPersistenceTests {
     @Test("copies waiting in the store for a member whose session expires go to another member, across a SIGKILL of the broker")
     func waitingCopiesMoveAcrossRestart() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-5")
-            let shortLived = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await shortLived.handshake(clientIdentifier: "server-short", cleanStart: false, properties: [.sessionExpiryInterval(2)])
-            try await subscribe(shortLived, "$share/ingest/lpr/#")
+            let shortLived = try await joinGroup(port: broker.port, "server-short", properties: [.sessionExpiryInterval(2)])
             let lasting: Properties = [.sessionExpiryInterval(300)]
-            let keeper = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
-            try await subscribe(keeper, "$share/ingest/lpr/#")
+            let keeper = try await joinGroup(port: broker.port, "server-keeper", properties: lasting)
             await shortLived.close()
             await keeper.close()
 
             // Both away: each acknowledged copy waits in the store for one member or the other.
             try await publishNumbered(camera, 1...6)
             await camera.close()
-            try await broker.killAndRestart()
+            await broker.kill()
+            try await broker.restart()
             // The restart counts as the short-lived member's disconnection: it expires 2 s later.
             try await Task.sleep(for: .seconds(3))
 
@@ -406,17 +373,12 @@ struct SharedSubscriptionPersistenceTests {
             let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
             await back.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("copies that waited for an absent member go to a member that comes back, without waiting for the absent one to return or expire")
     func returningMemberGathersTheGroupsCopies() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let lasting: Properties = [.sessionExpiryInterval(86_400)]
             for name in ["server-gone", "server-back"] {
                 let member = try await CodecConnection.connect(port: broker.port, version: .v5)
@@ -429,7 +391,8 @@ struct SharedSubscriptionPersistenceTests {
             _ = try await camera.handshake(clientIdentifier: "camera-12")
             try await publishNumbered(camera, 1...10)
             await camera.close()
-            try await broker.killAndRestart()
+            await broker.kill()
+            try await broker.restart()
 
             // One member comes back; the other is gone for good (its session lasts a day).
             let back = try await CodecConnection.connect(port: broker.port, version: .v5)
@@ -437,79 +400,62 @@ struct SharedSubscriptionPersistenceTests {
             let received = await receivePayloads(back, upTo: 10)
             #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...10).map(String.init), "received \(received.count) of 10")
             await back.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("copies a member received but did not acknowledge keep their group across a restart, and reach another member durably")
     func unacknowledgedCopiesKeepTheirGroup() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-6")
             let lasting: Properties = [.sessionExpiryInterval(300)]
-            let keeper = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
-            try await subscribe(keeper, "$share/ingest/lpr/#")
+            let keeper = try await joinGroup(port: broker.port, "server-keeper", properties: lasting)
             await keeper.close()
-            let shortLived = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await shortLived.handshake(clientIdentifier: "server-short", cleanStart: false, properties: [.sessionExpiryInterval(2)])
-            try await subscribe(shortLived, "$share/ingest/lpr/#")
+            let shortLived = try await joinGroup(port: broker.port, "server-short", properties: [.sessionExpiryInterval(2)])
 
             // The connected member receives all four and acknowledges none; then the broker dies.
             try await publishNumbered(camera, 1...4)
             #expect(try await receivePublishes(shortLived, count: 4, acknowledge: false).count == 4)
             await camera.close()
-            try await broker.killAndRestart()
+            await broker.kill()
+            try await broker.restart()
             // The short-lived session expires 2 s after the restart: its four copies go to the
             // member that remains, which is away; then the broker dies again.
             try await Task.sleep(for: .seconds(3))
-            try await broker.killAndRestart()
+            await broker.kill()
+            try await broker.restart()
 
             let back = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
             let received = try await receivePublishes(back, count: 4).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4"])
             await back.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("copies moved to a member whose session ends in the same moment go on to the member that remains")
     func movedCopiesOutliveTheirReceiversEnd() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-7")
             let shortLived: Properties = [.sessionExpiryInterval(2)]
             let lasting: Properties = [.sessionExpiryInterval(300)]
             // The first member is alone when the messages come: they wait in the store for it.
-            let first = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await first.handshake(clientIdentifier: "server-first", cleanStart: false, properties: shortLived)
-            try await subscribe(first, "$share/ingest/lpr/#")
+            let first = try await joinGroup(port: broker.port, "server-first", properties: shortLived)
             await first.close()
             try await publishNumbered(camera, 1...50)
             await camera.close()
             // Two more members join and leave: the second keeps its session as briefly as the
             // first, the keeper for longer. The second holds no copies of its own.
-            let second = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await second.handshake(clientIdentifier: "server-second", cleanStart: false, properties: shortLived)
-            try await subscribe(second, "$share/ingest/lpr/#")
+            let second = try await joinGroup(port: broker.port, "server-second", properties: shortLived)
             await second.close()
-            let keeper = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await keeper.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
-            try await subscribe(keeper, "$share/ingest/lpr/#")
+            let keeper = try await joinGroup(port: broker.port, "server-keeper", properties: lasting)
             await keeper.close()
 
             // The restart counts as every member's disconnection: the first and the second
             // expire together 2 s later, and the first one's copies must not end with the second.
-            try await broker.killAndRestart()
+            await broker.kill()
+            try await broker.restart()
             try await Task.sleep(for: .seconds(3))
 
             let back = try await CodecConnection.connect(port: broker.port, version: .v5)
@@ -517,36 +463,28 @@ struct SharedSubscriptionPersistenceTests {
             let received = await receivePayloads(back, upTo: 50)
             #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...50).map(String.init), "the keeper received \(received.count) of 50")
             await back.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("copies moved to a member subscribed at QoS 0 reach it once, and not again after a restart")
     func copiesMovedAtQoS0AreNotKept() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-8")
-            let first = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await first.handshake(clientIdentifier: "server-first", cleanStart: false, properties: [.sessionExpiryInterval(2)])
-            try await subscribe(first, "$share/ingest/lpr/#")
+            let first = try await joinGroup(port: broker.port, "server-first", properties: [.sessionExpiryInterval(2)])
             await first.close()
             try await publishNumbered(camera, 1...4)
             await camera.close()
             // A member that keeps its session but takes the group's messages at QoS 0.
             let lasting: Properties = [.sessionExpiryInterval(300)]
-            let member = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await member.handshake(clientIdentifier: "server-qos0", cleanStart: false, properties: lasting)
-            try await subscribe(member, "$share/ingest/lpr/#", qos: .atMostOnce)
+            let member = try await joinGroup(port: broker.port, "server-qos0", properties: lasting, qos: .atMostOnce)
 
             // The first member's session expires: its copies reach the member that remains, at QoS 0.
             let moved = await receivePayloads(member, upTo: 4, within: 5)
             #expect(moved.sorted() == ["1", "2", "3", "4"])
             await member.close()
-            try await broker.killAndRestart()
+            await broker.kill()
+            try await broker.restart()
 
             let back = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await back.handshake(clientIdentifier: "server-qos0", cleanStart: false, properties: lasting)
@@ -554,22 +492,15 @@ struct SharedSubscriptionPersistenceTests {
             let again = await packets(from: back, within: 2)
             #expect(again.packets.isEmpty && again.ended == nil, "after the restart: \(again)")
             await back.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("copies waiting in the store for a member whose session expires go to a member that keeps no session")
     func waitingCopiesReachAMemberWithoutSession() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-9")
-            let first = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await first.handshake(clientIdentifier: "server-first", cleanStart: false, properties: [.sessionExpiryInterval(2)])
-            try await subscribe(first, "$share/ingest/lpr/#")
+            let first = try await joinGroup(port: broker.port, "server-first", properties: [.sessionExpiryInterval(2)])
             await first.close()
             try await publishNumbered(camera, 1...4)
             await camera.close()
@@ -582,25 +513,16 @@ struct SharedSubscriptionPersistenceTests {
             let received = await receivePayloads(worker, upTo: 4, within: 5)
             #expect(received.sorted() == ["1", "2", "3", "4"])
             await worker.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("copies re-sent to a member that took its session over stay with it when its old connection ends")
     func takeoverKeepsTheCopiesItWasResent() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let lasting: Properties = [.sessionExpiryInterval(300)]
-            let other = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await other.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
-            try await subscribe(other, "$share/ingest/lpr/#")
+            let other = try await joinGroup(port: broker.port, "server-other", properties: lasting)
             await other.close()
-            let old = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await old.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
-            try await subscribe(old, "$share/ingest/lpr/#")
+            let old = try await joinGroup(port: broker.port, "server-keeper", properties: lasting)
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-11")
             try await publishNumbered(camera, 1...4)
@@ -626,25 +548,16 @@ struct SharedSubscriptionPersistenceTests {
             let toOther = await packets(from: otherBack, within: 1)
             #expect(toOther.packets.isEmpty, "the other member received: \(toOther.packets)")
             await otherBack.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 
     @Test("a QoS 2 message a member was receiving when its connection broke is completed with that member, not sent to another (5.0 4.8.2)")
     func inflightQoS2StaysWithItsMember() async throws {
-        let broker = try await PersistentBrokerProcess()
-        do {
+        try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let lasting: Properties = [.sessionExpiryInterval(300)]
-            let other = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await other.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
-            try await subscribe(other, "$share/ingest/lpr/#", qos: .exactlyOnce)
+            let other = try await joinGroup(port: broker.port, "server-other", properties: lasting, qos: .exactlyOnce)
             await other.close()
-            let chosen = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await chosen.handshake(clientIdentifier: "server-chosen", cleanStart: false, properties: lasting)
-            try await subscribe(chosen, "$share/ingest/lpr/#", qos: .exactlyOnce)
+            let chosen = try await joinGroup(port: broker.port, "server-chosen", properties: lasting, qos: .exactlyOnce)
 
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-10")
@@ -673,11 +586,7 @@ struct SharedSubscriptionPersistenceTests {
             let again: PublishPacket? = if case .publish(let publish)? = resent.first { publish } else { nil }
             #expect(again?.dup == true && again?.qos == .exactlyOnce, "the chosen member received: \(resent)")
             await chosenBack.close()
-        } catch {
-            await broker.stop()
-            throw error
         }
-        await broker.stop()
     }
 }
 

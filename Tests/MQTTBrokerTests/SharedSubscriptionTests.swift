@@ -236,6 +236,95 @@ struct SharedSubscriptionTests {
         }
     }
 
+    @Test("copies gathered from an absent member that the returning member has no room for stay with the absent one, not dropped")
+    func gatheringKeepsWhatDoesNotFit() async throws {
+        // Each member's own queue holds its half; the returning member's queue cannot hold both.
+        try await withBroker(.testing { $0.maxQueuedMessages = 30 }) { port in
+            let lasting: Properties = [.sessionExpiryInterval(3_600)]
+            for name in ["server-gone", "server-back"] {
+                let member = try await CodecConnection.connect(port: port, version: .v5)
+                _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: lasting)
+                try await subscribe(member, "$share/ingest/lpr/#")
+                await member.close()
+            }
+            let camera = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await camera.close() } }
+            _ = try await camera.handshake(clientIdentifier: "camera-14")
+            try await publishNumbered(camera, 1...60)
+
+            let back = try await CodecConnection.connect(port: port, version: .v5)
+            _ = try await back.handshake(clientIdentifier: "server-back", cleanStart: false, properties: lasting)
+            var received = await receivePayloads(back, upTo: 60, within: 2)
+            await back.close()
+            let gone = try await CodecConnection.connect(port: port, version: .v5)
+            defer { Task { await gone.close() } }
+            _ = try await gone.handshake(clientIdentifier: "server-gone", cleanStart: false, properties: lasting)
+            received += await receivePayloads(gone, upTo: 60 - received.count, within: 2)
+            #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...60).map(String.init), "received \(received.count) of 60")
+        }
+    }
+
+    @Test("copies gathered from an absent member are not dropped because the member that joins may not read them")
+    func gatheringRespectsTheJoiningMembersACL() async throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        let acl = try folder.write(
+            "acl",
+            """
+            user server-all
+            topic read lpr/#
+            user server-limited
+            topic read lpr/#
+            topic deny lpr/restricted/#
+            user camera
+            topic write lpr/#
+            """
+        )
+        try await withBroker(.testing { $0.security.aclFile = acl }) { port in
+            let lasting: Properties = [.sessionExpiryInterval(3_600)]
+            func connect(_ name: String, cleanStart: Bool = true, properties: Properties = []) async throws -> CodecConnection {
+                let connection = try await CodecConnection.connect(port: port, version: .v5)
+                try await connection.send(
+                    .connect(ConnectPacket(clientIdentifier: name, cleanStart: cleanStart, keepAlive: 30, username: name, properties: properties))
+                )
+                guard case .connack(let connack) = try await connection.receive(), connack.reasonCode == .success else {
+                    throw InteropError("\(name) was not admitted")
+                }
+                return connection
+            }
+            let all = try await connect("server-all", cleanStart: false, properties: lasting)
+            try await subscribe(all, "$share/ingest/lpr/#")
+            await all.close()
+            // The group's only member is away: the copies wait for it.
+            let camera = try await connect("camera")
+            defer { Task { await camera.close() } }
+            for number in 1...5 {
+                try await camera.send(
+                    .publish(
+                        PublishPacket(
+                            topicName: "lpr/restricted/plates",
+                            payload: ByteBuffer(string: "\(number)"),
+                            qos: .atLeastOnce,
+                            packetIdentifier: UInt16(number)
+                        )
+                    )
+                )
+                _ = try await camera.receive()
+            }
+            // A member that may not read them joins the group.
+            let limited = try await connect("server-limited")
+            defer { Task { await limited.close() } }
+            try await subscribe(limited, "$share/ingest/lpr/#")
+            let toLimited = await receivePayloads(limited, upTo: 5, within: 1)
+            #expect(toLimited.isEmpty)
+
+            let back = try await connect("server-all", cleanStart: false, properties: lasting)
+            defer { Task { await back.close() } }
+            let received = await receivePayloads(back, upTo: 5, within: 2)
+            #expect(received.sorted() == ["1", "2", "3", "4", "5"], "received \(received.count) of 5")
+        }
+    }
+
     @Test("no-local on a shared subscription is a protocol error, an invalid share name is refused")
     func invalidSharedSubscriptions() async throws {
         try await withSharedTestBroker { port in
@@ -438,12 +527,26 @@ struct SharedSubscriptionPersistenceTests {
         try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-7")
-            let shortLived: Properties = [.sessionExpiryInterval(2)]
+            // Short, but long enough for the set-up below on a loaded machine.
+            let shortLived: Properties = [.sessionExpiryInterval(3)]
             let lasting: Properties = [.sessionExpiryInterval(300)]
             // The first member is alone when the messages come: they wait in the store for it.
             let first = try await joinGroup(port: broker.port, "server-first", properties: shortLived)
             await first.close()
-            try await publishNumbered(camera, 1...50)
+            // All at once, then their PUBACKs.
+            try await camera.send(
+                (1...50).map { number in
+                    .publish(
+                        PublishPacket(
+                            topicName: "lpr/plates",
+                            payload: ByteBuffer(string: "\(number)"),
+                            qos: .atLeastOnce,
+                            packetIdentifier: UInt16(number)
+                        )
+                    )
+                }
+            )
+            for _ in 1...50 { _ = try await camera.receive() }
             await camera.close()
             // Two more members join and leave: the second keeps its session as briefly as the
             // first, the keeper for longer. The second holds no copies of its own.
@@ -453,13 +556,14 @@ struct SharedSubscriptionPersistenceTests {
             await keeper.close()
 
             // The restart counts as every member's disconnection: the first and the second
-            // expire together 2 s later, and the first one's copies must not end with the second.
+            // expire together 3 s later, and the first one's copies must not end with the second.
             await broker.kill()
             try await broker.restart()
-            try await Task.sleep(for: .seconds(3))
+            try await Task.sleep(for: .seconds(4))
 
             let back = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            let connack = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            #expect(connack.sessionPresent)
             let received = await receivePayloads(back, upTo: 50)
             #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...50).map(String.init), "the keeper received \(received.count) of 50")
             await back.close()

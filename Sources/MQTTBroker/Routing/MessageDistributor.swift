@@ -212,13 +212,60 @@ final class MessageDistributor: Sendable {
         let groups = router.groupsWithOtherMembers(than: session)
         guard !groups.isEmpty else { return }
         let taken = session.takeUnacknowledgedShared(in: Set(groups.keys))
-        let store = self.store
         let durable = store != nil && session.keepsCopiesInStore
+        let waiting = durable ? waitingCopiesOperations(of: session, in: groups.values, sessionEnds: sessionEnds, now: now) : []
+        handOver(taken, from: session, with: waiting, now: now) { item in
+            let persistent = durable ? self.router.alternate(in: item.group, excluding: session, where: { Self.keepsCopies($0) }) : nil
+            return persistent ?? self.router.alternate(in: item.group, excluding: session)
+        }
+    }
+
+    /// `session` is connected and a member of shared groups: the copies waiting for members of
+    /// them that are away (which got messages while nobody in the group was connected) come to
+    /// it now instead of when those return or their sessions end — as many as its queue limits
+    /// leave room for and its ACL lets it read; the rest stay where they are. Copies the store
+    /// keeps for an absent member come only to a session the store keeps too.
+    func gatherSharedCopies(for session: Session, now: NIODeadline) {
+        guard session.hasSharedSubscriptions else { return }
+        let access = security.checksAccess ? session.access : nil
+        let readable: (ApplicationMessage) -> Bool = { access?.allows(.read, topic: $0.topic) ?? true }
+        var room = session.queueRoom
+        let unlimited = room == .unlimited
+        let durable = store != nil && session.keepsCopiesInStore
+        for absent in router.absentMembers(sharingWith: session) {
+            let absentDurable = store != nil && absent.keepsCopiesInStore
+            if absentDurable && !durable { continue }
+            let groups = router.groupsShared(by: session, and: absent)
+            guard !groups.isEmpty, room.count > 0 else { continue }
+            let taken = absent.takeSharedWhileAway(in: Set(groups.keys), room: room, where: readable)
+            for item in taken { _ = room.take(item.message.payload.readableBytes) }
+            var waiting: [StoreOperation] = []
+            // Copies waiting only in the store move in one piece: only when nothing limits this
+            // session's queue and no ACL has to look at each of them.
+            if absentDurable && unlimited && access == nil {
+                for (group, entry) in groups.values where entry.options.qos != .atMostOnce {
+                    waiting.append(moveWaiting(from: absent, to: entry, in: group))
+                }
+            }
+            handOver(taken, from: absent, with: waiting, now: now) { groups[ObjectIdentifier($0.group)]?.entry }
+        }
+    }
+
+    /// Gives `taken` (copies `session` no longer holds) to the members `choose` names, storing
+    /// a persistent member's copy in the transaction that deletes `session`'s (and applies
+    /// `operations`), and delivers them once that is on disk.
+    private func handOver(
+        _ taken: [Session.Unacknowledged],
+        from session: Session,
+        with operations: [StoreOperation],
+        now: NIODeadline,
+        to choose: (Session.Unacknowledged) -> RouteEntry?
+    ) {
         var prepared: [(entry: RouteEntry, item: Session.Unacknowledged, admission: OutboundMessages.Admission?)] = []
-        var operations: [StoreOperation] = []
+        var operations = operations
+        let store = self.store
         for item in taken {
-            let persistent = durable ? router.alternate(in: item.group, excluding: session, where: { Self.keepsCopies($0) }) : nil
-            guard let member = persistent ?? router.alternate(in: item.group, excluding: session) else {
+            guard let member = choose(item) else {
                 statistics.dropped(.noSharedMember)
                 continue
             }
@@ -260,14 +307,11 @@ final class MessageDistributor: Sendable {
             )
             prepared.append((member, item, admission))
         }
-        if durable {
-            operations += waitingCopiesOperations(of: session, in: groups.values, sessionEnds: sessionEnds, now: now)
-        }
         guard let store else {
             for (member, item, _) in prepared { deliverRedistributed(item, to: member, admission: nil, now: now) }
             return
         }
-        // The copies this session held leave the store in the transaction that stores the new
+        // The copies `session` held leave the store in the transaction that stores the new
         // members' copies: a crash in between keeps one or the other.
         for item in taken {
             if let identifier = item.storedIdentifier { operations.append(.deleteMessage(clientID: session.clientID, packetIdentifier: identifier)) }
@@ -279,7 +323,7 @@ final class MessageDistributor: Sendable {
         store.commit(operations) { [prepared] result in
             for (member, item, admission) in prepared {
                 guard case .success = result else {
-                    // Not stored for the member (and still stored for this session): it gets the
+                    // Not stored for the member (and still stored for `session`): it gets the
                     // copy all the same, held in memory only.
                     if let admission { member.session.admissionFailed(admission, bytes: item.message.payload.readableBytes) }
                     self.deliverRedistributed(item, to: member, admission: nil, now: now)
@@ -290,13 +334,20 @@ final class MessageDistributor: Sendable {
         }
     }
 
-    /// `session` is connected and a member of shared groups: the copies waiting for members of
-    /// them that are away (which got messages while nobody in the group was connected) come to
-    /// the connected members now instead of when those return or their sessions end.
-    func gatherSharedCopies(for session: Session, now: NIODeadline) {
-        for absent in router.absentMembers(sharingWith: session) {
-            redistributeShared(of: absent, sessionEnds: false, now: now)
-        }
+    /// Moves `session`'s copies of `group` that wait only in the store to `receiver`'s session.
+    private func moveWaiting(from session: Session, to receiver: RouteEntry, in group: SharedGroup) -> StoreOperation {
+        let target = receiver.session
+        return .moveWaiting(
+            from: session.clientID,
+            to: target.clientID,
+            share: group.subscription,
+            qos: receiver.options.qos,
+            subscriptionIdentifiers: receiver.identifier.map { [$0] } ?? [],
+            moved: { count, bytes in
+                session.copiesMovedOut(count: count, bytes: bytes)
+                target.copiesMovedIn(count: count, bytes: bytes)
+            }
+        )
     }
 
     /// A member whose copies the store keeps, at QoS 1 or 2.
@@ -320,20 +371,7 @@ final class MessageDistributor: Sendable {
                 Self.keepsCopies(entry) && (sessionEnds || entry.session.isConnected)
             }
             if let receiver {
-                let target = receiver.session
-                operations.append(
-                    .moveWaiting(
-                        from: session.clientID,
-                        to: target.clientID,
-                        share: group.subscription,
-                        qos: receiver.options.qos,
-                        subscriptionIdentifiers: receiver.identifier.map { [$0] } ?? [],
-                        moved: { count, bytes in
-                            session.copiesMovedOut(count: count, bytes: bytes)
-                            target.copiesMovedIn(count: count, bytes: bytes)
-                        }
-                    )
-                )
+                operations.append(moveWaiting(from: session, to: receiver, in: group))
             } else if sessionEnds {
                 operations.append(
                     .takeWaiting(from: session.clientID, share: group.subscription) { copies, bytes in

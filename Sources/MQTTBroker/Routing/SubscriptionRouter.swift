@@ -80,6 +80,17 @@ final class SubscriptionRouter: @unchecked Sendable {
         }
     }
 
+    /// The shared groups `session` and `other` are both members of, with `session`'s entry in each.
+    func groupsShared(by session: Session, and other: Session) -> [ObjectIdentifier: (group: SharedGroup, entry: RouteEntry)] {
+        lock.withReadLock {
+            var found: [ObjectIdentifier: (group: SharedGroup, entry: RouteEntry)] = [:]
+            for (id, group) in sharedGroups where group.members.contains(where: { $0.session === other }) {
+                if let entry = group.members.first(where: { $0.session === session }) { found[id] = (group, entry) }
+            }
+            return found
+        }
+    }
+
     /// The members of `session`'s shared groups that are not connected (their sessions, once each).
     func absentMembers(sharingWith session: Session) -> [Session] {
         lock.withReadLock {

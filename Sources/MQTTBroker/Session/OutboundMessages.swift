@@ -519,12 +519,18 @@ struct OutboundMessages {
     /// delivery is completed with this client or not at all (MQTT-4.8.2-4, MQTT-4.8.2-5). Copies
     /// of a group with no other member stay too: they wait for this client, as any copy does.
     /// Their stored copies stay in the store: the caller deletes them (``Unacknowledged/storedIdentifier``).
-    mutating func takeUnacknowledgedShared(in groups: Set<ObjectIdentifier>) -> [Unacknowledged] {
+    /// `room` bounds how many copies (and payload bytes) are taken, `wanted` which.
+    mutating func takeUnacknowledgedShared(
+        in groups: Set<ObjectIdentifier>,
+        room: Room = .unlimited,
+        where wanted: (ApplicationMessage) -> Bool = { _ in true }
+    ) -> [Unacknowledged] {
         var taken: [Unacknowledged] = []
         guard !groups.isEmpty else { return taken }
+        var room = room
         for (identifier, outgoing) in inflight {
             guard let group = outgoing.message.sharedGroup, groups.contains(ObjectIdentifier(group)), outgoing.state == .published,
-                outgoing.message.qos == .atLeastOnce
+                outgoing.message.qos == .atLeastOnce, wanted(outgoing.message.message), room.take(outgoing.message.bytes)
             else { continue }
             taken.append(
                 Unacknowledged(
@@ -539,7 +545,7 @@ struct OutboundMessages {
         var kept = Deque<Message>()
         for item in queue {
             if let group = item.sharedGroup, groups.contains(ObjectIdentifier(group)),
-                item.qos == .atLeastOnce || (item.qos == .exactlyOnce && !item.dup)
+                item.qos == .atLeastOnce || (item.qos == .exactlyOnce && !item.dup), wanted(item.message), room.take(item.bytes)
             {
                 taken.append(
                     Unacknowledged(message: item.message, qos: item.qos, group: group, storedIdentifier: item.stored ? item.packetIdentifier : nil)
@@ -552,6 +558,30 @@ struct OutboundMessages {
         }
         queue = kept
         return taken
+    }
+
+    /// How many more copies, and payload bytes, fit in a queue.
+    struct Room: Equatable {
+        var count: Int
+        var bytes: Int
+
+        static let unlimited = Room(count: .max, bytes: .max)
+
+        /// Takes one copy of `bytes` if it fits.
+        mutating func take(_ bytes: Int) -> Bool {
+            guard count > 0, bytes <= self.bytes else { return false }
+            count -= 1
+            if self.bytes != .max { self.bytes -= bytes }
+            return true
+        }
+    }
+
+    /// What the queue limits leave room for.
+    var room: Room {
+        Room(
+            count: limits.maxQueuedMessages > 0 ? max(0, limits.maxQueuedMessages - queuedCount) : .max,
+            bytes: limits.maxQueuedBytes > 0 ? max(0, limits.maxQueuedBytes - queuedBytes - pendingBytes - storedOnlyBytes) : .max
+        )
     }
 
     // MARK: Restart

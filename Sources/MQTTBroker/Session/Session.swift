@@ -390,6 +390,25 @@ final class Session: @unchecked Sendable {
         lock.withLock { outbound.takeUnacknowledgedShared(in: groups) }
     }
 
+    /// The same, for another member that connected: only while this client is away, as many as
+    /// fit `room`, and only those `wanted`.
+    func takeSharedWhileAway(
+        in groups: Set<ObjectIdentifier>,
+        room: OutboundMessages.Room,
+        where wanted: (ApplicationMessage) -> Bool
+    ) -> [Unacknowledged] {
+        lock.withLock {
+            guard outlet == nil else { return [] }
+            return outbound.takeUnacknowledgedShared(in: groups, room: room, where: wanted)
+        }
+    }
+
+    /// How many more copies the queue limits let this session take.
+    var queueRoom: OutboundMessages.Room { lock.withLock { outbound.room } }
+
+    /// Whether any of its subscriptions is a shared one.
+    var hasSharedSubscriptions: Bool { lock.withLock { subscriptionStates.values.contains { $0.sharedGroup != nil } } }
+
     /// Whether the store keeps this session's QoS 1/2 copies (persistent, persistence on).
     var keepsCopiesInStore: Bool { lock.withLock { outbound.usesStore } }
 

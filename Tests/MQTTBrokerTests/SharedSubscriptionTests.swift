@@ -218,12 +218,7 @@ struct SharedSubscriptionTests {
     func returningMemberGathersWithoutStore() async throws {
         try await withSharedTestBroker { port in
             let lasting: Properties = [.sessionExpiryInterval(3_600)]
-            for name in ["server-gone", "server-back"] {
-                let member = try await CodecConnection.connect(port: port, version: .v5)
-                _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: lasting)
-                try await subscribe(member, "$share/ingest/lpr/#")
-                await member.close()
-            }
+            for name in ["server-gone", "server-back"] { await (try await joinGroup(port: port, name, properties: lasting)).close() }
             let camera = try await CodecConnection.connect(port: port, version: .v5)
             defer { Task { await camera.close() } }
             _ = try await camera.handshake(clientIdentifier: "camera-13")
@@ -241,12 +236,7 @@ struct SharedSubscriptionTests {
         // Each member's own queue holds its half; the returning member's queue cannot hold both.
         try await withBroker(.testing { $0.maxQueuedMessages = 30 }) { port in
             let lasting: Properties = [.sessionExpiryInterval(3_600)]
-            for name in ["server-gone", "server-back"] {
-                let member = try await CodecConnection.connect(port: port, version: .v5)
-                _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: lasting)
-                try await subscribe(member, "$share/ingest/lpr/#")
-                await member.close()
-            }
+            for name in ["server-gone", "server-back"] { await (try await joinGroup(port: port, name, properties: lasting)).close() }
             let camera = try await CodecConnection.connect(port: port, version: .v5)
             defer { Task { await camera.close() } }
             _ = try await camera.handshake(clientIdentifier: "camera-14")
@@ -427,6 +417,17 @@ private let persistentBroker = """
     sys_interval 0
     """
 
+/// `member` joins the group `ingest` with a session that lasts `expiry` seconds and leaves;
+/// then `camera` publishes `numbers` (see ``publishNumbered(_:_:)``), which wait for it.
+private func publishWhileAway(port: Int, camera name: String, member: String, expiry: UInt32, _ numbers: ClosedRange<Int>) async throws {
+    let camera = try await CodecConnection.connect(port: port, version: .v5)
+    _ = try await camera.handshake(clientIdentifier: name)
+    let away = try await joinGroup(port: port, member, properties: [.sessionExpiryInterval(expiry)])
+    await away.close()
+    try await publishNumbered(camera, numbers)
+    await camera.close()
+}
+
 /// A 5.0 client `name` that resumes its session with `properties` and joins the group `ingest` on lpr/#.
 private func joinGroup(port: Int, _ name: String, properties: Properties, qos: QoS = .atLeastOnce) async throws -> CodecConnection {
     let member = try await CodecConnection.connect(port: port, version: .v5)
@@ -469,12 +470,7 @@ struct SharedSubscriptionPersistenceTests {
     func returningMemberGathersTheGroupsCopies() async throws {
         try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
             let lasting: Properties = [.sessionExpiryInterval(86_400)]
-            for name in ["server-gone", "server-back"] {
-                let member = try await CodecConnection.connect(port: broker.port, version: .v5)
-                _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: lasting)
-                try await subscribe(member, "$share/ingest/lpr/#")
-                await member.close()
-            }
+            for name in ["server-gone", "server-back"] { await (try await joinGroup(port: broker.port, name, properties: lasting)).close() }
             // Nobody in the group is connected: the copies wait, half for each member.
             let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await camera.handshake(clientIdentifier: "camera-12")
@@ -573,12 +569,7 @@ struct SharedSubscriptionPersistenceTests {
     @Test("copies moved to a member subscribed at QoS 0 reach it once, and not again after a restart")
     func copiesMovedAtQoS0AreNotKept() async throws {
         try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
-            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await camera.handshake(clientIdentifier: "camera-8")
-            let first = try await joinGroup(port: broker.port, "server-first", properties: [.sessionExpiryInterval(2)])
-            await first.close()
-            try await publishNumbered(camera, 1...4)
-            await camera.close()
+            try await publishWhileAway(port: broker.port, camera: "camera-8", member: "server-first", expiry: 2, 1...4)
             // A member that keeps its session but takes the group's messages at QoS 0.
             let lasting: Properties = [.sessionExpiryInterval(300)]
             let member = try await joinGroup(port: broker.port, "server-qos0", properties: lasting, qos: .atMostOnce)
@@ -602,12 +593,7 @@ struct SharedSubscriptionPersistenceTests {
     @Test("copies waiting in the store for a member whose session expires go to a member that keeps no session")
     func waitingCopiesReachAMemberWithoutSession() async throws {
         try await DatabusBrokerProcess.with(extraConfiguration: persistentBroker) { broker in
-            let camera = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await camera.handshake(clientIdentifier: "camera-9")
-            let first = try await joinGroup(port: broker.port, "server-first", properties: [.sessionExpiryInterval(2)])
-            await first.close()
-            try await publishNumbered(camera, 1...4)
-            await camera.close()
+            try await publishWhileAway(port: broker.port, camera: "camera-9", member: "server-first", expiry: 2, 1...4)
             // The group's other member is connected, and its session ends with its connection.
             let worker = try await CodecConnection.connect(port: broker.port, version: .v5)
             _ = try await worker.handshake(clientIdentifier: "server-worker")

@@ -206,9 +206,8 @@ struct SharedSubscriptionTests {
             try await publishNumbered(camera, 1...6)
             // The short-lived session expires: its copies go to the member that remains.
             try await Task.sleep(for: .seconds(2))
-            let back = try await CodecConnection.connect(port: port, version: .v5)
+            let back = try await resumeSession(port: port, "server-keeper", properties: lasting)
             defer { Task { await back.close() } }
-            _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
             let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
         }
@@ -223,9 +222,8 @@ struct SharedSubscriptionTests {
             defer { Task { await camera.close() } }
             _ = try await camera.handshake(clientIdentifier: "camera-13")
             try await publishNumbered(camera, 1...6)
-            let back = try await CodecConnection.connect(port: port, version: .v5)
+            let back = try await resumeSession(port: port, "server-back", properties: lasting)
             defer { Task { await back.close() } }
-            _ = try await back.handshake(clientIdentifier: "server-back", cleanStart: false, properties: lasting)
             let received = try await receivePublishes(back, count: 6).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4", "5", "6"])
         }
@@ -242,13 +240,11 @@ struct SharedSubscriptionTests {
             _ = try await camera.handshake(clientIdentifier: "camera-14")
             try await publishNumbered(camera, 1...60)
 
-            let back = try await CodecConnection.connect(port: port, version: .v5)
-            _ = try await back.handshake(clientIdentifier: "server-back", cleanStart: false, properties: lasting)
+            let back = try await resumeSession(port: port, "server-back", properties: lasting)
             var received = await receivePayloads(back, upTo: 60, within: 2)
             await back.close()
-            let gone = try await CodecConnection.connect(port: port, version: .v5)
+            let gone = try await resumeSession(port: port, "server-gone", properties: lasting)
             defer { Task { await gone.close() } }
-            _ = try await gone.handshake(clientIdentifier: "server-gone", cleanStart: false, properties: lasting)
             received += await receivePayloads(gone, upTo: 60 - received.count, within: 2)
             #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...60).map(String.init), "received \(received.count) of 60")
         }
@@ -417,6 +413,13 @@ private let persistentBroker = """
     sys_interval 0
     """
 
+/// A 5.0 client `name` that resumes its session with `properties` (nothing else).
+private func resumeSession(port: Int, _ name: String, properties: Properties) async throws -> CodecConnection {
+    let connection = try await CodecConnection.connect(port: port, version: .v5)
+    _ = try await connection.handshake(clientIdentifier: name, cleanStart: false, properties: properties)
+    return connection
+}
+
 /// `member` joins the group `ingest` with a session that lasts `expiry` seconds and leaves;
 /// then `camera` publishes `numbers` (see ``publishNumbered(_:_:)``), which wait for it.
 private func publishWhileAway(port: Int, camera name: String, member: String, expiry: UInt32, _ numbers: ClosedRange<Int>) async throws {
@@ -430,8 +433,7 @@ private func publishWhileAway(port: Int, camera name: String, member: String, ex
 
 /// A 5.0 client `name` that resumes its session with `properties` and joins the group `ingest` on lpr/#.
 private func joinGroup(port: Int, _ name: String, properties: Properties, qos: QoS = .atLeastOnce) async throws -> CodecConnection {
-    let member = try await CodecConnection.connect(port: port, version: .v5)
-    _ = try await member.handshake(clientIdentifier: name, cleanStart: false, properties: properties)
+    let member = try await resumeSession(port: port, name, properties: properties)
     try await subscribe(member, "$share/ingest/lpr/#", qos: qos)
     return member
 }
@@ -480,8 +482,7 @@ struct SharedSubscriptionPersistenceTests {
             try await broker.restart()
 
             // One member comes back; the other is gone for good (its session lasts a day).
-            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await back.handshake(clientIdentifier: "server-back", cleanStart: false, properties: lasting)
+            let back = try await resumeSession(port: broker.port, "server-back", properties: lasting)
             let received = await receivePayloads(back, upTo: 10)
             #expect(received.sorted { Int($0) ?? 0 < Int($1) ?? 0 } == (1...10).map(String.init), "received \(received.count) of 10")
             await back.close()
@@ -510,8 +511,7 @@ struct SharedSubscriptionPersistenceTests {
             await broker.kill()
             try await broker.restart()
 
-            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await back.handshake(clientIdentifier: "server-keeper", cleanStart: false, properties: lasting)
+            let back = try await resumeSession(port: broker.port, "server-keeper", properties: lasting)
             let received = try await receivePublishes(back, count: 4).map { String(buffer: $0.payload) }
             #expect(received.sorted() == ["1", "2", "3", "4"])
             await back.close()
@@ -581,8 +581,7 @@ struct SharedSubscriptionPersistenceTests {
             await broker.kill()
             try await broker.restart()
 
-            let back = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await back.handshake(clientIdentifier: "server-qos0", cleanStart: false, properties: lasting)
+            let back = try await resumeSession(port: broker.port, "server-qos0", properties: lasting)
             // Nothing is due any more: a QoS 0 copy is never kept for a client.
             let again = await packets(from: back, within: 2)
             #expect(again.packets.isEmpty && again.ended == nil, "after the restart: \(again)")
@@ -633,8 +632,7 @@ struct SharedSubscriptionPersistenceTests {
             await again.close()
 
             // The client had them all: nothing is for the other member.
-            let otherBack = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await otherBack.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
+            let otherBack = try await resumeSession(port: broker.port, "server-other", properties: lasting)
             let toOther = await packets(from: otherBack, within: 1)
             #expect(toOther.packets.isEmpty, "the other member received: \(toOther.packets)")
             await otherBack.close()
@@ -664,14 +662,12 @@ struct SharedSubscriptionPersistenceTests {
             try await Task.sleep(for: .milliseconds(500))
 
             // The other member comes back first: the message is not for it.
-            let otherBack = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await otherBack.handshake(clientIdentifier: "server-other", cleanStart: false, properties: lasting)
+            let otherBack = try await resumeSession(port: broker.port, "server-other", properties: lasting)
             let toOther = await packets(from: otherBack, within: 1)
             #expect(toOther.packets.isEmpty, "the other member received: \(toOther.packets)")
             await otherBack.close()
             // The chosen member reconnects: the delivery is completed with it.
-            let chosenBack = try await CodecConnection.connect(port: broker.port, version: .v5)
-            _ = try await chosenBack.handshake(clientIdentifier: "server-chosen", cleanStart: false, properties: lasting)
+            let chosenBack = try await resumeSession(port: broker.port, "server-chosen", properties: lasting)
             let resent = await packets(from: chosenBack, within: 2).packets
             let again: PublishPacket? = if case .publish(let publish)? = resent.first { publish } else { nil }
             #expect(again?.dup == true && again?.qos == .exactlyOnce, "the chosen member received: \(resent)")

@@ -345,6 +345,9 @@ final class SQLiteBrokerStore: Sendable {
     /// its foreign key.
     private static let whileSessionExists = "WHERE EXISTS (SELECT 1 FROM session WHERE client_id = ?)"
 
+    /// A session's copies of one shared subscription that wait only in the store (client, share).
+    private static let waitingThrough = "client_id = ? AND share = ? AND packet_identifier IS NULL"
+
     /// Applies one operation in the batch's transaction.
     /// - Returns: what to run once the transaction is committed, if anything.
     private static func apply(_ operation: StoreOperation, _ db: Database) throws -> (@Sendable () -> Void)? {
@@ -390,27 +393,25 @@ final class SQLiteBrokerStore: Sendable {
             guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM session WHERE client_id = ?)", arguments: [to]) == true else {
                 return nil
             }
-            let waiting = "client_id = ? AND share = ? AND packet_identifier IS NULL"
             let row = try Row.fetchOne(
                 db,
-                sql: "SELECT COUNT(*) AS count, SUM(length(payload)) AS bytes FROM message WHERE \(waiting)",
+                sql: "SELECT COUNT(*) AS count, SUM(length(payload)) AS bytes FROM message WHERE \(waitingThrough)",
                 arguments: [from, share]
             )
             let count: Int = row?["count"] ?? 0
             let bytes: Int = row?["bytes"] ?? 0
             guard count > 0 else { return nil }
             try db.execute(
-                sql: "UPDATE message SET client_id = ?, qos = MIN(qos, ?), subscription_identifiers = ? WHERE \(waiting)",
+                sql: "UPDATE message SET client_id = ?, qos = MIN(qos, ?), subscription_identifiers = ? WHERE \(waitingThrough)",
                 arguments: [to, Int(qos.rawValue), subscriptionIdentifiers.map(String.init).joined(separator: ","), from, share]
             )
             return { moved(count, bytes) }
         case .takeWaiting(let from, let share, let taken):
-            let waiting = "client_id = ? AND share = ? AND packet_identifier IS NULL"
-            let rows = try Row.fetchAll(db, sql: "SELECT * FROM message WHERE \(waiting) ORDER BY sequence", arguments: [from, share])
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM message WHERE \(waitingThrough) ORDER BY sequence", arguments: [from, share])
             guard !rows.isEmpty else { return nil }
             let copies = try rows.map { try storedMessage($0) }
             let bytes = copies.reduce(0) { $0 + $1.message.payload.readableBytes }
-            try db.execute(sql: "DELETE FROM message WHERE \(waiting)", arguments: [from, share])
+            try db.execute(sql: "DELETE FROM message WHERE \(waitingThrough)", arguments: [from, share])
             return { taken(copies, bytes) }
         case .releaseMessage(let clientID, let identifier):
             try db.execute(

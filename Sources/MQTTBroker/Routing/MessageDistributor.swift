@@ -118,48 +118,76 @@ final class MessageDistributor: Sendable {
         var prepared: [PreparedDelivery] = []
         prepared.reserveCapacity(deliveries.count)
         for delivery in deliveries {
-            guard let store, delivery.qos != .atMostOnce else {
-                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
-                continue
-            }
-            let session = delivery.session
-            let bytes = message.payload.readableBytes
-            guard let admission = session.admit(bytes: bytes) else {
-                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
-                continue
-            }
-            let identifier: UInt16?
-            switch admission {
-            case .refused:
-                outcome.notQueued += 1
-                continue
-            case .memory(let reserved):
-                identifier = reserved
-            case .storeOnly:
-                identifier = nil
-            }
-            guard store.hasRoom(for: message.storedSize) else {
-                session.admissionFailed(admission, bytes: bytes)
-                session.recordDrop(.storeFull)
-                outcome.notQueued += 1
-                continue
-            }
-            operations.append(
-                .putMessage(
-                    clientID: session.clientID,
-                    sequence: store.nextSequence(),
-                    packetIdentifier: identifier,
-                    qos: delivery.qos,
-                    retain: delivery.retainAsPublished && message.retain,
-                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-                    share: delivery.sharedGroup?.subscription,
-                    message: message
-                )
+            let admitted = admitToStore(
+                message,
+                for: delivery.session,
+                qos: delivery.qos,
+                retain: delivery.retainAsPublished && message.retain,
+                subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                through: delivery.sharedGroup
             )
-            prepared.append(PreparedDelivery(delivery: delivery, admission: admission))
+            switch admitted {
+            case .notStored:
+                prepared.append(PreparedDelivery(delivery: delivery, admission: nil))
+            case .notQueued:
+                outcome.notQueued += 1
+            case .stored(let admission, let operation):
+                operations.append(operation)
+                prepared.append(PreparedDelivery(delivery: delivery, admission: admission))
+            }
         }
         outcome.deliveries = prepared.count
         return (prepared, operations, outcome)
+    }
+
+    /// How a QoS 1/2 copy for a session was taken into the store.
+    private enum StoreAdmission {
+        /// Not for the store (no store, QoS 0, a session the store does not keep): delivered as it is.
+        case notStored
+        /// Admitted by the session, and stored by the operation.
+        case stored(OutboundMessages.Admission, StoreOperation)
+        /// Not queued: a queue limit or the store's budget (counted on the session).
+        case notQueued
+    }
+
+    /// Has a persistent `session` admit its copy of `message` and makes the operation that
+    /// stores it.
+    private func admitToStore(
+        _ message: ApplicationMessage,
+        for session: Session,
+        qos: QoS,
+        retain: Bool,
+        subscriptionIdentifiers: [Int],
+        through group: SharedGroup?
+    ) -> StoreAdmission {
+        guard let store, qos != .atMostOnce else { return .notStored }
+        let bytes = message.payload.readableBytes
+        guard let admission = session.admit(bytes: bytes) else { return .notStored }
+        let identifier: UInt16?
+        switch admission {
+        case .refused:
+            return .notQueued
+        case .memory(let reserved):
+            identifier = reserved
+        case .storeOnly:
+            identifier = nil
+        }
+        guard store.hasRoom(for: message.storedSize) else {
+            session.admissionFailed(admission, bytes: bytes)
+            session.recordDrop(.storeFull)
+            return .notQueued
+        }
+        let operation = StoreOperation.putMessage(
+            clientID: session.clientID,
+            sequence: store.nextSequence(),
+            packetIdentifier: identifier,
+            qos: qos,
+            retain: retain,
+            subscriptionIdentifiers: subscriptionIdentifiers,
+            share: group?.subscription,
+            message: message
+        )
+        return .stored(admission, operation)
     }
 
     /// Hands each copy to its session. Returns the sessions that are congested (back-pressure).
@@ -213,7 +241,7 @@ final class MessageDistributor: Sendable {
         guard !groups.isEmpty else { return }
         let taken = session.takeUnacknowledgedShared(in: Set(groups.keys))
         let durable = store != nil && session.keepsCopiesInStore
-        let waiting = durable ? waitingCopiesOperations(of: session, in: groups.values, sessionEnds: sessionEnds, now: now) : []
+        let waiting = durable ? waitingCopiesOperations(of: session, in: groups.values, sessionEnds: sessionEnds) : []
         handOver(taken, from: session, with: waiting, now: now) { item in
             let persistent = durable ? self.router.alternate(in: item.group, excluding: session, where: { Self.keepsCopies($0) }) : nil
             return persistent ?? self.router.alternate(in: item.group, excluding: session)
@@ -273,39 +301,24 @@ final class MessageDistributor: Sendable {
                 member.session.recordDrop(.notAuthorized)
                 continue
             }
-            let qos = min(item.qos, member.options.qos)
             // A persistent member's copy is stored like any copy routed to it.
-            guard let store, qos != .atMostOnce, let admission = member.session.admit(bytes: item.message.payload.readableBytes) else {
-                prepared.append((member, item, nil))
-                continue
-            }
-            let identifier: UInt16?
-            switch admission {
-            case .refused:
-                continue
-            case .memory(let reserved):
-                identifier = reserved
-            case .storeOnly:
-                identifier = nil
-            }
-            guard store.hasRoom(for: item.message.storedSize) else {
-                member.session.admissionFailed(admission, bytes: item.message.payload.readableBytes)
-                member.session.recordDrop(.storeFull)
-                continue
-            }
-            operations.append(
-                .putMessage(
-                    clientID: member.session.clientID,
-                    sequence: store.nextSequence(),
-                    packetIdentifier: identifier,
-                    qos: qos,
-                    retain: false,
-                    subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
-                    share: item.group.subscription,
-                    message: item.message
-                )
+            let admitted = admitToStore(
+                item.message,
+                for: member.session,
+                qos: min(item.qos, member.options.qos),
+                retain: false,
+                subscriptionIdentifiers: member.identifier.map { [$0] } ?? [],
+                through: item.group
             )
-            prepared.append((member, item, admission))
+            switch admitted {
+            case .notStored:
+                prepared.append((member, item, nil))
+            case .notQueued:
+                continue
+            case .stored(let admission, let operation):
+                operations.append(operation)
+                prepared.append((member, item, admission))
+            }
         }
         guard let store else {
             for (member, item, _) in prepared { deliverRedistributed(item, to: member, admission: nil, now: now) }
@@ -362,8 +375,7 @@ final class MessageDistributor: Sendable {
     private func waitingCopiesOperations(
         of session: Session,
         in groups: some Sequence<SharedGroup>,
-        sessionEnds: Bool,
-        now: NIODeadline
+        sessionEnds: Bool
     ) -> [StoreOperation] {
         var operations: [StoreOperation] = []
         for group in groups {
@@ -376,29 +388,13 @@ final class MessageDistributor: Sendable {
                 operations.append(
                     .takeWaiting(from: session.clientID, share: group.subscription) { copies, bytes in
                         session.copiesMovedOut(count: copies.count, bytes: bytes)
-                        self.deliverTaken(copies, of: group, from: session)
+                        let taken = copies.map { Session.Unacknowledged(message: $0.message, qos: $0.qos, group: group, storedIdentifier: nil) }
+                        self.handOver(taken, from: session, with: [], now: .now()) { self.router.alternate(in: $0.group, excluding: session) }
                     }
                 )
             }
         }
         return operations
-    }
-
-    /// Copies read back from an ended session's store rows, for members without a stored session.
-    private func deliverTaken(_ copies: [StoredState.StoredMessage], of group: SharedGroup, from session: Session) {
-        let now = NIODeadline.now()
-        for copy in copies {
-            let item = Session.Unacknowledged(message: copy.message, qos: copy.qos, group: group, storedIdentifier: nil)
-            guard let member = router.alternate(in: group, excluding: session) else {
-                statistics.dropped(.noSharedMember)
-                continue
-            }
-            if security.checksAccess && !member.session.mayRead(copy.message.topic) {
-                member.session.recordDrop(.notAuthorized)
-                continue
-            }
-            deliverRedistributed(item, to: member, admission: nil, now: now)
-        }
     }
 
     private func deliverRedistributed(

@@ -17,6 +17,17 @@ final class SessionEnvironment: Sendable {
         self.logger = logger
         self.router = router
     }
+
+    /// The groups of the shared subscriptions `messages` read from the store came through,
+    /// each looked up once.
+    func sharedGroups(of messages: [StoredState.StoredMessage]) -> [String: SharedGroup] {
+        var groups: [String: SharedGroup] = [:]
+        guard let router else { return groups }
+        for share in Set(messages.compactMap(\.share)) {
+            if let group = router.sharedGroup(share) { groups[share] = group }
+        }
+        return groups
+    }
 }
 
 /// The state the broker keeps for one client identifier, across its connections: its
@@ -180,10 +191,7 @@ final class Session: @unchecked Sendable {
     /// Rebuilds the session from the store at start-up.
     func restore(_ stored: StoredState.StoredSession) {
         // The groups are looked up before taking the session's lock (the router's lock comes first).
-        var groups: [String: SharedGroup] = [:]
-        for share in Set(stored.messages.compactMap(\.share)) {
-            if let group = environment.router?.sharedGroup(share) { groups[share] = group }
-        }
+        let groups = environment.sharedGroups(of: stored.messages)
         lock.withLock {
             expiryIntervalStorage = stored.expiryInterval
             outbound.usesStore = stored.expiryInterval != 0 && store != nil
@@ -412,9 +420,6 @@ final class Session: @unchecked Sendable {
     /// Whether the store keeps this session's QoS 1/2 copies (persistent, persistence on).
     var keepsCopiesInStore: Bool { lock.withLock { outbound.usesStore } }
 
-    /// Whether copies wait for this client in the store only.
-    var hasCopiesInStoreOnly: Bool { lock.withLock { outbound.storedOnly > 0 } }
-
     /// Copies waiting in the store went to another member of their shared group.
     func copiesMovedOut(count: Int, bytes: Int) {
         lock.withLock { outbound.movedOut(count: count, bytes: bytes) }
@@ -470,14 +475,14 @@ final class Session: @unchecked Sendable {
             limit: limit,
             assign: { [self] count in lock.withLock { outbound.assignIdentifiers(count: count) } },
             completion: { [self] messages, unused in
-                let router = environment.router
+                let groups = environment.sharedGroups(of: messages)
                 let copies = messages.map {
                     OutboundMessages.Message(
                         message: $0.message,
                         qos: $0.qos,
                         retain: $0.retain,
                         subscriptionIdentifiers: $0.subscriptionIdentifiers,
-                        sharedGroup: $0.share.flatMap { router?.sharedGroup($0) },
+                        sharedGroup: $0.share.flatMap { groups[$0] },
                         packetIdentifier: $0.packetIdentifier,
                         stored: true
                     )

@@ -40,10 +40,13 @@ let package = Package(
             name: "MQTTCore",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
+        // epoll, accept4 and eventfd for the broker's parking lot of idle connections.
+        .target(name: "CDatabusEpoll"),
         .target(
             name: "MQTTBroker",
             dependencies: [
                 "MQTTCore",
+                "CDatabusEpoll",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -59,6 +59,9 @@ struct BrokerCommand: AsyncParsableCommand {
             return
         }
 
+        // Parked connections give their memory back only with malloc set up for it: this runs
+        // the executable again with glibc's tunables (once; DATABUS_MALLOC_TUNING=0 to skip).
+        if configuration.parkIdleConnections > 0 { MallocTuning.reexecuteIfNeeded() }
         let logger = BrokerLogging.bootstrap(configuration)
         // Before anything uses the shared event loops.
         if configuration.threads > 0 { NIOSingletons.groupLoopCountSuggestion = configuration.threads }

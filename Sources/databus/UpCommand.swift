@@ -79,6 +79,8 @@ struct UpCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("databus up: \(error)\n".utf8))
             throw ExitCode.failure
         }
+        // As in `databus broker`: malloc set up for parked connections to give memory back.
+        if brokerConfiguration.parkIdleConnections > 0 { MallocTuning.reexecuteIfNeeded() }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -78,6 +78,11 @@ public struct BrokerConfiguration: Sendable, Hashable {
     /// core). One loop keeps a message's way from publisher to subscriber on one thread — a
     /// lower tail latency on a small machine, less throughput on a large one. Read at start.
     public var threads = 0
+    /// Our key `park_idle_connections SECONDS`: a plain-TCP connection quiet for that long
+    /// leaves its SwiftNIO channel (about 2 KB) and waits in the broker's parking lot, which
+    /// answers its PINGREQs and gives it a channel again as soon as anything else happens;
+    /// 0 turns parking off (connections are then accepted by SwiftNIO). Read at start.
+    public var parkIdleConnections = 10
     public var logTypes: Set<LogType> = [.error, .warning, .notice, .information]
     public var logDestinations: [LogDestination] = [.stderr]
     /// Our key `metrics_listener PORT [ADDRESS]`: Prometheus text at `/metrics`.

@@ -178,6 +178,7 @@ public enum MosquittoConfigParser {
         case "sys_interval": configuration.sysInterval = try line.int(in: 0...65_535)
         case "set_tcp_nodelay": configuration.setTCPNoDelay = try line.bool()
         case "threads": configuration.threads = try line.int(in: 0...1024)
+        case "park_idle_connections": configuration.parkIdleConnections = try line.int(in: 0...86_400)
         case "connect_timeout": configuration.connectTimeout = try line.int(in: 1...3600)
         case "log_type":
             let text = try line.single()

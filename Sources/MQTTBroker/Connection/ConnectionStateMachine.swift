@@ -111,6 +111,10 @@ struct ConnectionStateMachine {
     var waitingForSubscribers = 0
     var held: [MQTTPacket] = []
     var heldBytes = 0
+
+    /// Connected with nothing half done: no packet held back or waiting for the session, and
+    /// no subscriber being waited for (a connection may then park).
+    var isQuiet: Bool { phase == .connected && pending.isEmpty && held.isEmpty && waitingForSubscribers == 0 }
     /// When the client last sent anything, for keep alive.
     var lastActivity: NIODeadline
     /// Seconds of silence allowed (× 1.5), 0 for none; set at CONNACK.

@@ -42,6 +42,11 @@ final class BrokerMetrics: Sendable {
         let statistics = core.statistics
         certificateExpiry.export(into: registry)
         gauge("databus_connections", "Clients connected now", value: statistics.clientsConnected.load(ordering: .relaxed))
+        gauge(
+            "databus_connections_parked",
+            "Connected clients idle in the parking lot (park_idle_connections)",
+            value: statistics.parkedConnections.load(ordering: .relaxed)
+        )
         gauge("databus_sessions", "Sessions, connected or not", value: core.sessions.count)
         gauge("databus_retained_messages", "Retained messages stored", value: core.retained.count)
         gauge("databus_subscriptions", "Subscriptions, shared members included", value: core.router.count)

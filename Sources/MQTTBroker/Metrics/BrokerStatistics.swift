@@ -36,6 +36,8 @@ final class BrokerStatistics: Sendable {
     let bytesReceived = ManagedAtomic<Int>(0)
     let bytesSent = ManagedAtomic<Int>(0)
     let clientsConnected = ManagedAtomic<Int>(0)
+    /// Connections waiting in the parking lot (counted in `clientsConnected` too).
+    let parkedConnections = ManagedAtomic<Int>(0)
     let clientsMaximum = ManagedAtomic<Int>(0)
     /// CONNECTs refused for their credentials (password, JWT, certificate identity).
     let authenticationFailures = ManagedAtomic<Int>(0)

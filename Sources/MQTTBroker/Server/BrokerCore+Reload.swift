@@ -58,6 +58,10 @@ extension BrokerCore {
             ignored.append("threads")
             applied.threads = old.threads
         }
+        if new.parkIdleConnections != old.parkIdleConnections {
+            ignored.append("park_idle_connections")
+            applied.parkIdleConnections = old.parkIdleConnections
+        }
         configuration.replace(with: applied)
         let limits = configuration.sessionLimits
         for session in sessions.all { session.updateLimits(limits) }

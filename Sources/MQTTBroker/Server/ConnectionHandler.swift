@@ -2,6 +2,12 @@ import Logging
 import MQTTCore
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// One client connection on its event loop: it decodes the bytes the client sends and feeds
 /// what happens (packets, decoding errors, timers, close requests) to a
 /// ``ConnectionStateMachine``, and carries out the actions that come back. The protocol rules
@@ -61,10 +67,25 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Whether the channel reads (autoRead): off while the client does not read what we send
     /// it, or while it waits for subscribers it feeds (back-pressure, see ``ConnectionStateMachine``).
     private var reading = true
+    /// The socket's descriptor, when the broker accepted it itself (plain TCP while parking is
+    /// on): only such connections park.
+    private var descriptor: CInt?
+    private let lot: ParkingLot?
+    /// Set while the connection is parked (``ParkingLot``): the old channel's last events are
+    /// ignored, and the next channel to become active carries on.
+    private var parked: ParkedConnection?
 
-    init(core: BrokerCore, listener: SharedListener, counted connections: ManagedConnectionCount? = nil) {
+    init(
+        core: BrokerCore,
+        listener: SharedListener,
+        counted connections: ManagedConnectionCount? = nil,
+        descriptor: CInt? = nil,
+        lot: ParkingLot? = nil
+    ) {
         self.core = core
         self.connections = connections
+        self.descriptor = descriptor
+        self.lot = lot
         let snapshot = core.configuration.snapshot
         self.snapshot = snapshot
         self.machine = ConnectionStateMachine(limits: .init(snapshot.value), now: .now())
@@ -89,11 +110,30 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     // MARK: Channel events
 
+    /// Sets up a channel the broker accepted itself (or a parked connection's new channel) and
+    /// adds this handler to it.
+    func configure(_ channel: any Channel) throws {
+        try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+        try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
+        try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveAllocator)
+        try channel.pipeline.syncOperations.addHandler(self)
+    }
+
+    /// Each connection keeps its receive buffer between reads: start small (an idle camera
+    /// sends a PINGREQ now and then) and let busy connections grow it.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65_536)
+
     func channelActive(context: ChannelHandlerContext) {
         let loopConnections = core.connections.connections(on: context.eventLoop)
         loopConnections.add(self, context: context)
         self.loopConnections = loopConnections
-        peer = context.channel.remoteAddress
+        if let parked { return resumed(parked, context: context) }
+        // A copy: the channel's own may have been made on the parking lot's thread (which
+        // accepted the connection), and kept it would hold that thread's memory.
+        peer = context.channel.remoteAddress.map { address in
+            guard let ip = address.ipAddress, let port = address.port else { return address }
+            return (try? SocketAddress(ipAddress: ip, port: port)) ?? address
+        }
         let seconds = Int64(configuration.connectTimeout)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
@@ -105,6 +145,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        guard parked == nil else { return }
         connections?.close()
     }
 
@@ -221,6 +262,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        guard parked == nil else { return context.fireChannelInactive() }
         connectTimeout?.cancel()
         connectTimeout = nil
         lingerTask?.cancel()
@@ -412,8 +454,65 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Called by ``LoopConnections`` every half second: closes the connection once nothing
     /// came for 1.5 × its keep alive.
     func checkKeepAlive(now: NIODeadline, context: ChannelHandlerContext) {
-        guard let close = machine.keepAliveCheck(now: now) else { return }
+        guard let close = machine.keepAliveCheck(now: now) else { return parkIfIdle(now: now, context: context) }
         self.close(close, context: context)
+    }
+
+    // MARK: Parking
+
+    /// Parks the connection when nothing has come or gone for `park_idle_connections` seconds
+    /// and nothing is half done: no part packet, no packet waiting to be written or held back,
+    /// nothing in the channel's write buffer. Its socket goes to the ``ParkingLot`` (a
+    /// duplicate descriptor) and the channel closes; the session does not notice.
+    private func parkIfIdle(now: NIODeadline, context: ChannelHandlerContext) {
+        guard let lot, let descriptor, let outlet, parked == nil, machine.isQuiet, undecoded == nil, !decodingStopped,
+            !lingering, reading
+        else { return }
+        let quiet = TimeAmount.seconds(Int64(configuration.parkIdleConnections))
+        guard quiet > .zero, now - machine.lastActivity >= quiet, now - outlet.lastWrite >= quiet,
+            (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0
+        else { return }
+        let duplicate = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
+        guard duplicate >= 0 else { return }
+        let car = ParkedConnection(
+            descriptor: duplicate,
+            eventLoop: context.eventLoop,
+            keepAlive: machine.keepAlive,
+            lastActivity: machine.lastActivity,
+            handler: self
+        )
+        guard outlet.park(wake: { lot.wake(car) }) else {
+            Glibc.close(duplicate)
+            return
+        }
+        parked = car
+        self.descriptor = nil
+        loopConnections?.remove(self)
+        loopConnections = nil
+        // SwiftNIO closes its descriptor only; the duplicate keeps the connection open.
+        context.close(promise: nil)
+        if !lot.park(car) { lot.resumeSoon(car) }
+    }
+
+    /// The parked connection is back in a new channel (this handler's new context).
+    private func resumed(_ car: ParkedConnection, context: ChannelHandlerContext) {
+        parked = nil
+        descriptor = car.descriptor
+        machine.lastActivity = max(machine.lastActivity, car.lastActivity)
+        let request = outlet?.resume(in: context.channel)
+        context.fireChannelActive()
+        if let close = machine.keepAliveCheck(now: .now()) { return self.close(close, context: context) }
+        if let request, let close = machine.closeDecided(reason: request.reason, why: request.why) {
+            self.close(close, context: context)
+        }
+    }
+
+    /// A parked connection could not get a channel again: it ends as a lost connection.
+    func resumeFailed(_ error: any Error) {
+        logger.notice("a parked connection could not resume: \(error)")
+        parked = nil
+        endSession()
+        connections?.close()
     }
 
     // MARK: PUBLISH
@@ -605,7 +704,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         if !connected.cleanDisconnect { logger.info("connection lost") }
         let ending = ConnectionStateMachine.ending(connected, stillOwner: stillOwner, sessionEnded: session.hasEnded)
         let core = self.core
-        let eventLoop = outlet.channel.eventLoop
+        let eventLoop = outlet.eventLoop
         if let will = connected.willMessage {
             switch ending.will {
             case .none:

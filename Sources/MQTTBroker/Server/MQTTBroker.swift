@@ -7,6 +7,12 @@ import NIOPosix
 import ServiceLifecycle
 import X509
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The embedded MQTT 3.1.1 + 5.0 broker.
 ///
 /// Connections spread over every event loop of `eventLoopGroup` (one per core by default);
@@ -20,6 +26,11 @@ public final class MQTTBroker: Service, Sendable {
     private let sysTask = NIOLockedValueBox<RepeatedTask?>(nil)
     /// The TLS contexts of TLS listeners, by the listener's index in the configuration.
     private let tlsListeners = NIOLockedValueBox<[Int: ListenerTLS]>([:])
+    /// With `park_idle_connections`: where idle connections wait, and the plain-TCP listeners
+    /// it accepts on.
+    private let parking = NIOLockedValueBox<(lot: ParkingLot, listeners: [OwnListener])?>(nil)
+    /// The addresses of the listeners, in the configuration's order.
+    private let listenerAddresses = NIOLockedValueBox<[SocketAddress]>([])
 
     /// - Parameters:
     ///   - configuration: listeners, limits and behaviour, e.g. from ``MosquittoConfigParser``.
@@ -53,7 +64,17 @@ public final class MQTTBroker: Service, Sendable {
         try core.openStore(on: group.next())
         try core.startBridges(on: group)
         var addresses: [SocketAddress] = []
+        if core.configuration.value.parkIdleConnections > 0, listeners.contains(where: { !$0.tls.isEnabled }) {
+            let lot = try ParkingLot(statistics: core.statistics, logger: core.logger)
+            parking.withLockedValue { $0 = (lot, []) }
+        }
         for (index, listener) in listeners.enumerated() {
+            if let lot = parking.withLockedValue({ $0?.lot }), tls[index] == nil {
+                let own = try bindParking(listener, index: index, lot: lot)
+                addresses.append(own.localAddress)
+                parking.withLockedValue { $0?.listeners.append(own) }
+                continue
+            }
             let channels = try await bind(listener, index: index, tls: tls[index])
             addresses += channels.compactMap(\.localAddress)
             serverChannels.withLockedValue { $0 += channels }
@@ -63,6 +84,7 @@ public final class MQTTBroker: Service, Sendable {
             serverChannels.withLockedValue { $0.append(channel) }
             core.logger.notice("metrics at http://\(channel.localAddress.map { "\($0)" } ?? "?")/metrics")
         }
+        listenerAddresses.withLockedValue { $0 = addresses }
         startSysTopics()
         if !tls.isEmpty { core.metrics.certificateExpiry.checkDaily(on: group.next(), logger: core.logger) }
         core.logger.notice("databus broker listening", metadata: ["addresses": "\(addresses.map { "\($0)" })"])
@@ -128,9 +150,9 @@ public final class MQTTBroker: Service, Sendable {
         core.metrics.certificateExpiry.track(listener: tls.name, loaded, logger: core.logger)
     }
 
-    /// The addresses the broker listens on.
+    /// The addresses the broker's listeners are bound to, in the configuration's order.
     public var localAddresses: [SocketAddress] {
-        serverChannels.withLockedValue { $0.compactMap(\.localAddress) }
+        listenerAddresses.withLockedValue { $0 }
     }
 
     /// Stops accepting connections, disconnects every client (0x8B for 5.0) and closes.
@@ -142,8 +164,14 @@ public final class MQTTBroker: Service, Sendable {
             return channels
         }
         for channel in channels { try? await channel.close() }
+        let parking = self.parking.withLockedValue { parking in
+            defer { parking = nil }
+            return parking
+        }
+        for listener in parking?.listeners ?? [] { listener.close() }
         await core.stopBridges()
         core.disconnectAll()
+        await parking?.lot.stop()
         await core.flushStore()
         // Give the DISCONNECT packets a moment to leave before the caller tears the loops down.
         try? await Task.sleep(for: .milliseconds(50))
@@ -200,6 +228,46 @@ public final class MQTTBroker: Service, Sendable {
             return [try await bootstrap.bind(host: "::", port: bound.port).get()]
         } catch {
             return [try await bootstrap.bind(host: "0.0.0.0", port: bound.port).get()]
+        }
+    }
+
+    /// Binds a plain-TCP listener whose connections the parking lot accepts (so that the broker
+    /// knows their descriptors and can park them).
+    private func bindParking(_ bound: BrokerConfiguration.Listener, index: Int, lot: ParkingLot) throws -> OwnListener {
+        let core = self.core
+        let group = self.group
+        let connections = ManagedConnectionCount(limit: bound.maxConnections)
+        let shared = SharedListener(index: index, bound)
+        let accepted: @Sendable (CInt) -> Void = { descriptor in
+            guard connections.open() else {
+                core.logger.warning("refusing a connection: max_connections \(shared.current(in: core.configuration.value).maxConnections) reached")
+                _ = Glibc.close(descriptor)
+                return
+            }
+            ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let handler = ConnectionHandler(core: core, listener: shared, counted: connections, descriptor: descriptor, lot: lot)
+                        do {
+                            try handler.configure(channel)
+                        } catch {
+                            // The handler (which leaves the count when removed) was never added.
+                            connections.close()
+                            throw error
+                        }
+                    }
+                }
+                .withConnectedSocket(descriptor)
+                .whenFailure { error in core.logger.notice("could not take a connection: \(error)") }
+        }
+        if let address = bound.address {
+            return try lot.listen(host: address, port: bound.port, accepted: accepted)
+        }
+        // No address: every IPv6 and IPv4 address, as mosquitto does.
+        do {
+            return try lot.listen(host: "::", port: bound.port, accepted: accepted)
+        } catch {
+            return try lot.listen(host: "0.0.0.0", port: bound.port, accepted: accepted)
         }
     }
 

@@ -9,23 +9,32 @@ import NIOCore
 /// it holds its lock: the order of hand-over is the order on the wire, and no channel event
 /// can re-enter the session during it.
 final class SessionOutlet: @unchecked Sendable {
-    let channel: any Channel
+    /// The connection's event loop (a parked connection comes back on the same one).
+    let eventLoop: any EventLoop
     let protocolVersion: MQTTProtocolVersion
     /// The client's maximum packet size (5.0 CONNECT property), if it set one.
     let clientMaximumPacketSize: Int?
     /// How many QoS 1/2 messages may be in flight to the client (our limit and its receive maximum).
     let sendQuota: Int
     private let statistics: BrokerStatistics
-    /// Guards `pending` and `drainScheduled`.
+    /// Guards `attached`, `pending`, `drainScheduled`, `wake` and `closeWhileParked`.
     private let lock = InlineLock()
+    /// The connection's channel; nil while the connection is parked (``ParkingLot``).
+    private var attached: (any Channel)?
     private var pending: [MQTTPacket] = []
     private var drainScheduled = false
+    /// While parked: brings the connection back when something is to be written or closed.
+    private var wake: (@Sendable () -> Void)?
+    /// A close asked for while parked, for the handler once the connection is back.
+    private var closeWhileParked: ConnectionHandler.CloseRequest?
     /// Topic aliases the client accepts from us (its 5.0 topic alias maximum).
     private let topicAliasMaximum: UInt16
     /// Aliases given so far; touched only on the connection's event loop (in `drain`).
     private var topicAliases: [String: UInt16] = [:]
     /// Changes each PUBLISH before it is encoded (a bridge maps topics); nil for clients.
     private let rewriter: (any PublishRewriter)?
+    /// When the last batch was written; on the event loop only.
+    private(set) var lastWrite = NIODeadline.now()
 
     init(
         channel: any Channel,
@@ -36,7 +45,8 @@ final class SessionOutlet: @unchecked Sendable {
         statistics: BrokerStatistics,
         rewriter: (any PublishRewriter)? = nil
     ) {
-        self.channel = channel
+        self.attached = channel
+        self.eventLoop = channel.eventLoop
         self.protocolVersion = protocolVersion
         self.clientMaximumPacketSize = clientMaximumPacketSize
         self.sendQuota = sendQuota
@@ -45,28 +55,42 @@ final class SessionOutlet: @unchecked Sendable {
         self.rewriter = rewriter
     }
 
-    /// Whether the connection's outbound buffer has room (false while the client reads slowly).
-    var isWritable: Bool { channel.isWritable }
+    /// The connection's channel now (nil while parked).
+    var channel: (any Channel)? { lock.withLock { attached } }
+
+    /// Whether the connection's outbound buffer has room (false while the client reads slowly;
+    /// a parked connection has written everything).
+    var isWritable: Bool { lock.withLock { attached?.isWritable ?? true } }
 
     func send(_ packet: MQTTPacket) {
-        let schedule = lock.withLock { () -> Bool in
+        let (schedule, wake) = lock.withLock {
             pending.append(packet)
-            guard !drainScheduled else { return false }
-            drainScheduled = true
-            return true
+            return scheduleDrain()
         }
-        if schedule { channel.eventLoop.execute { self.drain() } }
+        if schedule { eventLoop.execute { self.drain() } }
+        wake?()
     }
 
     func send(_ packets: [MQTTPacket]) {
         guard !packets.isEmpty else { return }
-        let schedule = lock.withLock { () -> Bool in
+        let (schedule, wake) = lock.withLock {
             pending.append(contentsOf: packets)
-            guard !drainScheduled else { return false }
-            drainScheduled = true
-            return true
+            return scheduleDrain()
         }
-        if schedule { channel.eventLoop.execute { self.drain() } }
+        if schedule { eventLoop.execute { self.drain() } }
+        wake?()
+    }
+
+    /// With the lock held, after packets were added: whether to schedule a drain, or what
+    /// brings a parked connection back (once; its packets wait until it is back).
+    private func scheduleDrain() -> (Bool, (@Sendable () -> Void)?) {
+        guard attached != nil else {
+            defer { wake = nil }
+            return (false, wake)
+        }
+        guard !drainScheduled else { return (false, nil) }
+        drainScheduled = true
+        return (true, nil)
     }
 
     /// Sends `packet` once `operations` are in `store` (at once when there is nothing to store).
@@ -93,13 +117,16 @@ final class SessionOutlet: @unchecked Sendable {
     }
 
     private func drain() {
-        let packets = lock.withLock { () -> [MQTTPacket] in
+        let (packets, channel) = lock.withLock { () -> ([MQTTPacket], (any Channel)?) in
             drainScheduled = false
+            // Parked: the packets wait for the connection to come back.
+            guard let attached else { return ([], nil) }
             // The list goes with the batch: an idle connection keeps no capacity for packets.
             defer { pending = [] }
-            return pending
+            return (pending, attached)
         }
-        guard channel.isActive else { return }
+        guard let channel, channel.isActive, !packets.isEmpty else { return }
+        lastWrite = .now()
         // The packets go out encoded one after another in as few buffers as possible (one per
         // `Self.writeChunk` bytes): one allocation and one write for a batch instead of one each.
         var bytes = 0
@@ -174,10 +201,46 @@ final class SessionOutlet: @unchecked Sendable {
     /// Asks the connection to close after anything pending, telling a 5.0 client `reason`
     /// (its ``ConnectionHandler`` decides, on its event loop).
     func close(reason: ReasonCode, why: String = "closed by the broker") {
-        let channel = self.channel
         let request = ConnectionHandler.CloseRequest(reason: reason, why: why)
         // Runs after any drain scheduled before, so pending packets go out first.
-        channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(request) }
+        eventLoop.execute {
+            let (channel, wake) = self.lock.withLock { () -> ((any Channel)?, (@Sendable () -> Void)?) in
+                guard let attached = self.attached else {
+                    self.closeWhileParked = request
+                    defer { self.wake = nil }
+                    return (nil, self.wake)
+                }
+                return (attached, nil)
+            }
+            channel?.pipeline.fireUserInboundEventTriggered(request)
+            wake?()
+        }
+    }
+
+    // MARK: Parking
+
+    /// Lets the connection park (on its event loop): from now on packets wait and `wake` is
+    /// called, once, when one arrives or a close is asked for. False when packets are waiting.
+    func park(wake: @escaping @Sendable () -> Void) -> Bool {
+        lock.withLock {
+            guard pending.isEmpty, !drainScheduled else { return false }
+            attached = nil
+            self.wake = wake
+            return true
+        }
+    }
+
+    /// The connection is back in `channel` (on its event loop): writes what waited.
+    /// - Returns: a close asked for while it was parked.
+    func resume(in channel: any Channel) -> ConnectionHandler.CloseRequest? {
+        let close = lock.withLock { () -> ConnectionHandler.CloseRequest? in
+            attached = channel
+            wake = nil
+            defer { closeWhileParked = nil }
+            return closeWhileParked
+        }
+        drain()
+        return close
     }
 }
 

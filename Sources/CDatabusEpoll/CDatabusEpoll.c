@@ -1,0 +1,15 @@
+#ifdef __linux__
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/eventfd.h>
+#include "CDatabusEpoll.h"
+
+int databus_accept_nonblocking(int descriptor) {
+    return accept4(descriptor, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+int databus_eventfd_nonblocking(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+#endif

@@ -1,0 +1,13 @@
+// epoll, accept4 and eventfd for the broker's parking lot
+// (Sources/MQTTBroker/Server/ParkingLot.swift): Swift's Glibc module includes neither
+// <sys/epoll.h> nor accept4.
+#pragma once
+#ifdef __linux__
+#include <sys/epoll.h>
+
+/// accept4(descriptor, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK).
+int databus_accept_nonblocking(int descriptor);
+
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
+int databus_eventfd_nonblocking(void);
+#endif

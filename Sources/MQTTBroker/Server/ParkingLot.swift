@@ -1,0 +1,369 @@
+import CDatabusEpoll
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Where idle plain-TCP connections wait outside SwiftNIO (our key `park_idle_connections`).
+///
+/// A SwiftNIO channel costs about 2 KB whether or not anything happens on it. A connection
+/// that has been quiet for a while hands its socket (a duplicate of the descriptor) to the lot
+/// and its channel is closed; the session, the ``ConnectionHandler`` and the ``SessionOutlet``
+/// stay. One thread watches every parked socket with an epoll set of its own: a lone PINGREQ
+/// is answered here; anything else the client sends, a packet the broker must send it, a close
+/// request or its keep alive running out gives the socket back to its event loop in a new
+/// channel with the same handler (``ParkedConnection/resume()``).
+///
+/// The same thread accepts the connections of the plain-TCP listeners: SwiftNIO does not tell
+/// a channel's descriptor, so the broker accepts them itself and hands each to an event loop
+/// with `ClientBootstrap.withConnectedSocket`. Every channel of such a connection is made on
+/// this thread, so that their memory comes from one malloc arena, which empties when the
+/// connections park (see ``MallocTuning``).
+final class ParkingLot: Sendable {
+    private let epoll: CInt
+    /// An eventfd in the epoll set: written to wake the lot's thread when a connection is to
+    /// be resumed or the lot stops.
+    private let doorbell: CInt
+    private let state = Mutex(State())
+    private let logger: Logger
+    private let statistics: BrokerStatistics
+    private let thread = NIOThreadPool(numberOfThreads: 1)
+
+    private struct State: ~Copyable {
+        var parked: [UInt64: ParkedConnection] = [:]
+        var listeners: [UInt64: Listener] = [:]
+        var nextID: UInt64 = 1
+        var stopped = false
+        /// Connections taken out of the lot, to be given a channel by the lot's thread.
+        var resuming: [ParkedConnection] = []
+    }
+
+    /// The epoll data of ``doorbell``.
+    private static let doorbellID: UInt64 = 0
+
+    /// A listening socket of ours and what to do with each connection it accepts.
+    private struct Listener: Sendable {
+        let descriptor: CInt
+        let accepted: @Sendable (CInt) -> Void
+    }
+
+    /// How often parked connections' keep alive is checked (as ``LoopConnections/interval``).
+    private static let sweepInterval = LoopConnections.interval
+
+    init(statistics: BrokerStatistics, logger: Logger) throws {
+        let epoll = epoll_create1(CInt(EPOLL_CLOEXEC))
+        guard epoll >= 0 else { throw IOError(errnoCode: errno, reason: "epoll_create1") }
+        let doorbell = databus_eventfd_nonblocking()
+        guard doorbell >= 0 else {
+            close(epoll)
+            throw IOError(errnoCode: errno, reason: "eventfd")
+        }
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue
+        event.data.u64 = Self.doorbellID
+        guard epoll_ctl(epoll, EPOLL_CTL_ADD, doorbell, &event) == 0 else {
+            let code = errno
+            close(epoll)
+            close(doorbell)
+            throw IOError(errnoCode: code, reason: "epoll_ctl")
+        }
+        self.epoll = epoll
+        self.doorbell = doorbell
+        self.statistics = statistics
+        self.logger = logger
+        thread.start()
+        thread.submit { [self] _ in run() }
+    }
+
+    /// How many connections are parked now.
+    var count: Int { state.withLock { $0.parked.count } }
+
+    // MARK: Parking
+
+    /// Watches `car`'s socket from now on; false once the lot is stopped or when the
+    /// connection was woken before it got here (the caller resumes it then).
+    func park(_ car: ParkedConnection) -> Bool {
+        state.withLock { state in
+            guard !state.stopped, !car.wokenEarly else { return false }
+            let id = state.nextID
+            state.nextID += 1
+            var event = epoll_event()
+            event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+            event.data.u64 = id
+            guard epoll_ctl(epoll, EPOLL_CTL_ADD, car.descriptor, &event) == 0 else { return false }
+            car.parkingID = id
+            state.parked[id] = car
+            statistics.parkedConnections.wrappingIncrement(ordering: .relaxed)
+            return true
+        }
+    }
+
+    /// Something is to be written to `car` or it is to be closed: it goes back to its event
+    /// loop. Woken between leaving its channel and arriving here, it is resumed on arrival.
+    func wake(_ car: ParkedConnection) {
+        let taken = state.withLock { state -> Bool in
+            if take(car.parkingID, from: &state) != nil { return true }
+            car.wokenEarly = true
+            return false
+        }
+        if taken { resumeSoon(car) }
+    }
+
+    /// Has the lot's thread give `car` a channel again; at once on this thread once the lot
+    /// is stopped.
+    func resumeSoon(_ car: ParkedConnection) {
+        let queued = state.withLock { state -> Bool in
+            guard !state.stopped else { return false }
+            state.resuming.append(car)
+            return true
+        }
+        guard queued else { return car.resume() }
+        ring()
+    }
+
+    private func ring() {
+        var one: UInt64 = 1
+        _ = write(doorbell, &one, 8)
+    }
+
+    private func take(_ id: UInt64, from state: inout State) -> ParkedConnection? {
+        guard let car = state.parked.removeValue(forKey: id) else { return nil }
+        var unused = epoll_event()
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, car.descriptor, &unused)
+        statistics.parkedConnections.wrappingDecrement(ordering: .relaxed)
+        return car
+    }
+
+    // MARK: Accepting
+
+    /// Binds `host`:`port` and accepts its connections on the lot's thread, handing each
+    /// (non-blocking) socket to `accepted`.
+    /// - Returns: the listener, with the address it is bound to.
+    func listen(host: String, port: Int, accepted: @escaping @Sendable (CInt) -> Void) throws -> OwnListener {
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        let family = address.protocol.rawValue
+        let descriptor = socket(family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0)
+        guard descriptor >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        do {
+            var one: CInt = 1
+            var zero: CInt = 0
+            let size = socklen_t(MemoryLayout<CInt>.size)
+            _ = setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, size)
+            // "::" takes IPv4 too, as SwiftNIO's and mosquitto's listeners do.
+            if family == AF_INET6 { _ = setsockopt(descriptor, CInt(IPPROTO_IPV6), IPV6_V6ONLY, &zero, size) }
+            let bound = address.withSockAddr { pointer, size in bind(descriptor, pointer, socklen_t(size)) }
+            guard bound == 0 else { throw IOError(errnoCode: errno, reason: "bind(\(host):\(port))") }
+            guard Glibc.listen(descriptor, 512) == 0 else { throw IOError(errnoCode: errno, reason: "listen") }
+            let local = try Self.localAddress(of: descriptor)
+            let id = try state.withLock { state -> UInt64 in
+                let id = state.nextID
+                state.nextID += 1
+                var event = epoll_event()
+                event.events = EPOLLIN.rawValue
+                event.data.u64 = id
+                guard epoll_ctl(epoll, EPOLL_CTL_ADD, descriptor, &event) == 0 else {
+                    throw IOError(errnoCode: errno, reason: "epoll_ctl")
+                }
+                state.listeners[id] = Listener(descriptor: descriptor, accepted: accepted)
+                return id
+            }
+            return OwnListener(lot: self, id: id, localAddress: local)
+        } catch {
+            close(descriptor)
+            throw error
+        }
+    }
+
+    private static func localAddress(of descriptor: CInt) throws -> SocketAddress {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard named == 0 else { throw IOError(errnoCode: errno, reason: "getsockname") }
+        if Int32(storage.ss_family) == AF_INET6 {
+            let address = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee } }
+            return SocketAddress(address, host: "::")
+        }
+        let address = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee } }
+        return SocketAddress(address, host: "")
+    }
+
+    /// Stops accepting on the listener `id` and closes its socket.
+    fileprivate func stopListening(_ id: UInt64) {
+        state.withLock { state in stopListening(id, in: &state) }
+    }
+
+    private func stopListening(_ id: UInt64, in state: inout State) {
+        guard let listener = state.listeners.removeValue(forKey: id) else { return }
+        var unused = epoll_event()
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, listener.descriptor, &unused)
+        close(listener.descriptor)
+    }
+
+    private func accept(on listener: Listener) {
+        while true {
+            let descriptor = databus_accept_nonblocking(listener.descriptor)
+            if descriptor >= 0 {
+                listener.accepted(descriptor)
+                continue
+            }
+            switch errno {
+            case EINTR, ECONNABORTED, EPROTO:
+                continue
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                logger.error("cannot accept a connection: \(String(cString: strerror(errno)))")
+                // The socket stays readable: wait a little rather than spin.
+                usleep(50_000)
+                return
+            default:
+                // EAGAIN: all accepted; anything else (the listener closed): nothing to do.
+                return
+            }
+        }
+    }
+
+    // MARK: The lot's thread
+
+    private func run() {
+        var events = [epoll_event](repeating: epoll_event(), count: 128)
+        var lastSweep = NIODeadline.now()
+        while !state.withLock({ $0.stopped }) {
+            let ready = events.withUnsafeMutableBufferPointer { epoll_wait(epoll, $0.baseAddress, CInt($0.count), 250) }
+            var resume: [ParkedConnection] = []
+            var accepting: [Listener] = []
+            if ready > 0 {
+                state.withLock { state in
+                    for event in events[0..<Int(ready)] {
+                        let id = event.data.u64
+                        if id == Self.doorbellID {
+                            var count: UInt64 = 0
+                            _ = read(doorbell, &count, 8)
+                        } else if let listener = state.listeners[id] {
+                            accepting.append(listener)
+                        } else if let car = state.parked[id], !answerPing(car, events: event.events),
+                            let taken = take(id, from: &state)
+                        {
+                            resume.append(taken)
+                        }
+                    }
+                }
+            }
+            let now = NIODeadline.now()
+            if now - lastSweep >= Self.sweepInterval {
+                lastSweep = now
+                state.withLock { state in
+                    for (id, car) in state.parked where car.keepAliveExpired(now: now) {
+                        if let taken = take(id, from: &state) { resume.append(taken) }
+                    }
+                }
+            }
+            resume += state.withLock { state in
+                defer { state.resuming = [] }
+                return state.resuming
+            }
+            for car in resume { car.resume() }
+            for listener in accepting { accept(on: listener) }
+        }
+    }
+
+    /// Answers a lone PINGREQ on a parked socket. False when anything else is there (a packet,
+    /// the client closing, an error): the connection must go back to an event loop.
+    /// Called with the lot's lock held, so nobody resumes the connection meanwhile.
+    private func answerPing(_ car: ParkedConnection, events: UInt32) -> Bool {
+        guard events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) == 0 else { return false }
+        var bytes: (UInt8, UInt8, UInt8) = (0, 0, 0)
+        let peeked = withUnsafeMutableBytes(of: &bytes) { recv(car.descriptor, $0.baseAddress, 3, CInt(MSG_PEEK) | CInt(MSG_DONTWAIT)) }
+        if peeked < 0 && (errno == EAGAIN || errno == EINTR) { return true }
+        guard peeked == 2, bytes.0 == 0xC0, bytes.1 == 0x00 else { return false }
+        let pong: (UInt8, UInt8) = (0xD0, 0x00)
+        let sent = withUnsafeBytes(of: pong) { send(car.descriptor, $0.baseAddress, 2, CInt(MSG_DONTWAIT) | CInt(MSG_NOSIGNAL)) }
+        // Not sent whole: the event loop deals with it (the PINGREQ is still unread).
+        guard sent == 2 else { return false }
+        _ = withUnsafeMutableBytes(of: &bytes) { recv(car.descriptor, $0.baseAddress, 2, CInt(MSG_DONTWAIT)) }
+        statistics.bytesReceived.wrappingIncrement(by: 2, ordering: .relaxed)
+        statistics.bytesSent.wrappingIncrement(by: 2, ordering: .relaxed)
+        car.lastActivity = .now()
+        return true
+    }
+
+    /// Stops the lot: no more accepting or parking. Parked connections are resumed so that
+    /// their handlers end them as the broker shuts down.
+    func stop() async {
+        let resume = state.withLock { state -> [ParkedConnection] in
+            state.stopped = true
+            for id in Array(state.listeners.keys) { stopListening(id, in: &state) }
+            defer { state.resuming = [] }
+            return state.resuming + Array(state.parked.keys).compactMap { take($0, from: &state) }
+        }
+        for car in resume { car.resume() }
+        ring()
+        try? await thread.shutdownGracefully()
+        close(epoll)
+        close(doorbell)
+    }
+}
+
+/// A listening socket accepted on by the ``ParkingLot``'s thread.
+final class OwnListener: Sendable {
+    private let lot: ParkingLot
+    private let id: UInt64
+    let localAddress: SocketAddress
+
+    fileprivate init(lot: ParkingLot, id: UInt64, localAddress: SocketAddress) {
+        self.lot = lot
+        self.id = id
+        self.localAddress = localAddress
+    }
+
+    /// Stops accepting and closes the socket.
+    func close() { lot.stopListening(id) }
+}
+
+/// A connection waiting in the ``ParkingLot``: its socket, the handler that resumes it and what
+/// the lot needs to answer PINGREQ and watch its keep alive.
+final class ParkedConnection: @unchecked Sendable {
+    /// The duplicate of the channel's descriptor that keeps the TCP connection while parked.
+    let descriptor: CInt
+    let eventLoop: any EventLoop
+    /// Keep alive in seconds (0: none).
+    let keepAlive: UInt16
+    /// The last packet from the client; the lot's lock guards it while parked.
+    var lastActivity: NIODeadline
+    /// Set by ``ParkingLot/park(_:)``; the lot's lock guards it and `wokenEarly`.
+    var parkingID: UInt64 = 0
+    var wokenEarly = false
+    /// Touched on `eventLoop` only.
+    private let handler: ConnectionHandler
+
+    init(descriptor: CInt, eventLoop: any EventLoop, keepAlive: UInt16, lastActivity: NIODeadline, handler: ConnectionHandler) {
+        self.descriptor = descriptor
+        self.eventLoop = eventLoop
+        self.keepAlive = keepAlive
+        self.lastActivity = lastActivity
+        self.handler = handler
+    }
+
+    /// Whether the client has been silent for longer than its keep alive allows (1.5 times).
+    func keepAliveExpired(now: NIODeadline) -> Bool {
+        keepAlive > 0 && now - lastActivity > .milliseconds(Int64(keepAlive) * 1500)
+    }
+
+    /// Gives the socket back to the connection's event loop in a new channel with the same
+    /// handler, which carries on where it parked. The channel is made on the calling thread
+    /// (SwiftNIO's `SocketChannel.init` runs there): the lot's, but for a lot stopped.
+    func resume() {
+        ClientBootstrap(group: eventLoop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try self.handler.configure(channel) }
+            }
+            .withConnectedSocket(descriptor)
+            .whenFailure { error in self.handler.resumeFailed(error) }
+    }
+}

@@ -1,8 +1,9 @@
-// epoll, accept4 and eventfd for the broker's parking lot
+// epoll, accept4, eventfd and malloc_trim for the broker's parking lot
 // (Sources/MQTTBroker/Server/ParkingLot.swift): Swift's Glibc module includes neither
 // <sys/epoll.h> nor accept4.
 #pragma once
 #ifdef __linux__
+#include <malloc.h>
 #include <sys/epoll.h>
 
 /// accept4(descriptor, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK).

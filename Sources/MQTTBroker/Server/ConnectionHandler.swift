@@ -71,9 +71,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// on): only such connections park.
     private var descriptor: CInt?
     private let lot: ParkingLot?
-    /// Set while the connection is parked (``ParkingLot``): the old channel's last events are
-    /// ignored, and the next channel to become active carries on.
-    private var parked: ParkedConnection?
+    /// Set once the connection parked (``ParkingLot``): this handler's channel is gone, its
+    /// last events are ignored, and a new handler carries on when the connection comes back.
+    private var parked = false
+    /// For a handler made for a parked connection coming back: what it carries on from.
+    private var resuming: ParkedConnection?
 
     init(
         core: BrokerCore,
@@ -91,6 +93,39 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.machine = ConnectionStateMachine(limits: .init(snapshot.value), now: .now())
         self.decoder = MQTTPacketDecoder(maximumPacketSize: snapshot.value.effectiveMaxPacketSize)
         self.boundListener = listener
+    }
+
+    /// What a parked connection keeps of its handler, to carry on in a new one: the handler
+    /// itself (with its timers, buffers and channel) is freed while the connection is parked.
+    struct Resumption {
+        let core: BrokerCore
+        let snapshot: ConfigurationSnapshot
+        let boundListener: SharedListener
+        let connections: ManagedConnectionCount?
+        let lot: ParkingLot
+        let machine: ConnectionStateMachine
+        let decoder: MQTTPacketDecoder
+        let session: Session
+        let outlet: SessionOutlet
+        let peer: SocketAddress?
+    }
+
+    /// A handler for `car`, a parked connection coming back in a new channel.
+    init(resuming car: ParkedConnection) {
+        let resumption = car.resumption
+        self.core = resumption.core
+        self.snapshot = resumption.snapshot
+        self.boundListener = resumption.boundListener
+        self.connections = resumption.connections
+        self.lot = resumption.lot
+        self.machine = resumption.machine
+        self.decoder = resumption.decoder
+        self.session = resumption.session
+        self.outlet = resumption.outlet
+        self.peer = resumption.peer
+        self.clientID = resumption.session.clientID
+        self.descriptor = car.descriptor
+        self.resuming = car
     }
 
     /// The broker's logger with this connection's peer and client. Built when something is
@@ -127,7 +162,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let loopConnections = core.connections.connections(on: context.eventLoop)
         loopConnections.add(self, context: context)
         self.loopConnections = loopConnections
-        if let parked { return resumed(parked, context: context) }
+        if let resuming { return resumed(resuming, context: context) }
         // A copy: the channel's own may have been made on the parking lot's thread (which
         // accepted the connection), and kept it would hold that thread's memory.
         peer = context.channel.remoteAddress.map { address in
@@ -145,7 +180,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        guard parked == nil else { return }
+        guard !parked else { return }
         connections?.close()
     }
 
@@ -262,7 +297,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        guard parked == nil else { return context.fireChannelInactive() }
+        guard !parked else { return context.fireChannelInactive() }
         connectTimeout?.cancel()
         connectTimeout = nil
         lingerTask?.cancel()
@@ -465,8 +500,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// nothing in the channel's write buffer. Its socket goes to the ``ParkingLot`` (a
     /// duplicate descriptor) and the channel closes; the session does not notice.
     private func parkIfIdle(now: NIODeadline, context: ChannelHandlerContext) {
-        guard let lot, let descriptor, let outlet, parked == nil, machine.isQuiet, undecoded == nil, !decodingStopped,
-            !lingering, reading
+        guard let lot, let descriptor, let session, let outlet, !parked, machine.isQuiet, undecoded == nil,
+            !decodingStopped, !lingering, reading
         else { return }
         let quiet = TimeAmount.seconds(Int64(configuration.parkIdleConnections))
         guard quiet > .zero, now - machine.lastActivity >= quiet, now - outlet.lastWrite >= quiet,
@@ -476,28 +511,36 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard duplicate >= 0 else { return }
         let car = ParkedConnection(
             descriptor: duplicate,
-            eventLoop: context.eventLoop,
-            keepAlive: machine.keepAlive,
-            lastActivity: machine.lastActivity,
-            handler: self
+            resumption: Resumption(
+                core: core,
+                snapshot: snapshot,
+                boundListener: boundListener,
+                connections: connections,
+                lot: lot,
+                machine: machine,
+                decoder: decoder,
+                session: session,
+                outlet: outlet,
+                peer: peer
+            )
         )
         guard outlet.park(wake: { lot.wake(car) }) else {
             Glibc.close(duplicate)
             return
         }
-        parked = car
+        parked = true
         self.descriptor = nil
         loopConnections?.remove(self)
         loopConnections = nil
-        // SwiftNIO closes its descriptor only; the duplicate keeps the connection open.
+        // SwiftNIO closes its descriptor only; the duplicate keeps the connection open. This
+        // handler goes with the channel.
         context.close(promise: nil)
         if !lot.park(car) { lot.resumeSoon(car) }
     }
 
-    /// The parked connection is back in a new channel (this handler's new context).
+    /// The parked connection is back in a new channel, with this new handler.
     private func resumed(_ car: ParkedConnection, context: ChannelHandlerContext) {
-        parked = nil
-        descriptor = car.descriptor
+        resuming = nil
         machine.lastActivity = max(machine.lastActivity, car.lastActivity)
         let request = outlet?.resume(in: context.channel)
         context.fireChannelActive()
@@ -510,7 +553,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// A parked connection could not get a channel again: it ends as a lost connection.
     func resumeFailed(_ error: any Error) {
         logger.notice("a parked connection could not resume: \(error)")
-        parked = nil
+        resuming = nil
         endSession()
         connections?.close()
     }

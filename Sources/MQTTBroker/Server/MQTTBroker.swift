@@ -244,12 +244,14 @@ public final class MQTTBroker: Service, Sendable {
                 _ = Glibc.close(descriptor)
                 return
             }
+            // Made here, on the lot's thread, as the channel is: the handler goes when the
+            // connection parks, and its memory goes with the channel's (see ``ParkingLot``).
+            let handler = HandedOver(ConnectionHandler(core: core, listener: shared, counted: connections, descriptor: descriptor, lot: lot))
             ClientBootstrap(group: group)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let handler = ConnectionHandler(core: core, listener: shared, counted: connections, descriptor: descriptor, lot: lot)
                         do {
-                            try handler.configure(channel)
+                            try handler.value.configure(channel)
                         } catch {
                             // The handler (which leaves the count when removed) was never added.
                             connections.close()

@@ -42,6 +42,9 @@ final class ParkingLot: Sendable {
         var stopped = false
         /// Connections taken out of the lot, to be given a channel by the lot's thread.
         var resuming: [ParkedConnection] = []
+        /// Sweeps left at whose end malloc gives memory back: set by parkings. Two, because the
+        /// channels that a parking closes are freed on their event loops a little later.
+        var trimsLeft = 0
     }
 
     /// The epoll data of ``doorbell``.
@@ -99,6 +102,7 @@ final class ParkingLot: Sendable {
             guard epoll_ctl(epoll, EPOLL_CTL_ADD, car.descriptor, &event) == 0 else { return false }
             car.parkingID = id
             state.parked[id] = car
+            state.trimsLeft = 2
             statistics.parkedConnections.wrappingIncrement(ordering: .relaxed)
             return true
         }
@@ -270,7 +274,22 @@ final class ParkingLot: Sendable {
             }
             for car in resume { car.resume() }
             for listener in accepting { accept(on: listener) }
+            if now == lastSweep { trimAfterParking() }
         }
+    }
+
+    /// Channels freed by parking leave small free chunks that malloc keeps (in its fast bins,
+    /// unmerged, so no page of them is ever given back): at the end of the two sweeps after
+    /// connections parked, malloc merges them and gives whole free pages back to the system.
+    private func trimAfterParking() {
+        let trim = state.withLock { state in
+            guard state.trimsLeft > 0 else { return false }
+            state.trimsLeft -= 1
+            return true
+        }
+        #if canImport(Glibc)
+        if trim { malloc_trim(0) }
+        #endif
     }
 
     /// Answers a lone PINGREQ on a parked socket. False when anything else is there (a packet,
@@ -326,44 +345,61 @@ final class OwnListener: Sendable {
     func close() { lot.stopListening(id) }
 }
 
-/// A connection waiting in the ``ParkingLot``: its socket, the handler that resumes it and what
-/// the lot needs to answer PINGREQ and watch its keep alive.
+/// A connection waiting in the ``ParkingLot``: its socket, what its handler needs to carry on
+/// (``ConnectionHandler/Resumption``; the handler itself is freed) and what the lot needs to
+/// answer PINGREQ and watch its keep alive.
 final class ParkedConnection: @unchecked Sendable {
     /// The duplicate of the channel's descriptor that keeps the TCP connection while parked.
     let descriptor: CInt
-    let eventLoop: any EventLoop
-    /// Keep alive in seconds (0: none).
-    let keepAlive: UInt16
+    /// Read on the event loop that resumes the connection only.
+    let resumption: ConnectionHandler.Resumption
     /// The last packet from the client; the lot's lock guards it while parked.
     var lastActivity: NIODeadline
     /// Set by ``ParkingLot/park(_:)``; the lot's lock guards it and `wokenEarly`.
     var parkingID: UInt64 = 0
     var wokenEarly = false
-    /// Touched on `eventLoop` only.
-    private let handler: ConnectionHandler
+    /// Set on the event loop when the resumed connection's handler is made.
+    private var handlerMade = false
 
-    init(descriptor: CInt, eventLoop: any EventLoop, keepAlive: UInt16, lastActivity: NIODeadline, handler: ConnectionHandler) {
+    init(descriptor: CInt, resumption: ConnectionHandler.Resumption) {
         self.descriptor = descriptor
-        self.eventLoop = eventLoop
-        self.keepAlive = keepAlive
-        self.lastActivity = lastActivity
-        self.handler = handler
+        self.resumption = resumption
+        self.lastActivity = resumption.machine.lastActivity
     }
 
     /// Whether the client has been silent for longer than its keep alive allows (1.5 times).
     func keepAliveExpired(now: NIODeadline) -> Bool {
-        keepAlive > 0 && now - lastActivity > .milliseconds(Int64(keepAlive) * 1500)
+        let keepAlive = resumption.machine.keepAlive
+        return keepAlive > 0 && now - lastActivity > .milliseconds(Int64(keepAlive) * 1500)
     }
 
-    /// Gives the socket back to the connection's event loop in a new channel with the same
-    /// handler, which carries on where it parked. The channel is made on the calling thread
-    /// (SwiftNIO's `SocketChannel.init` runs there): the lot's, but for a lot stopped.
+    /// Gives the socket back to the connection's event loop in a new channel with a new
+    /// handler, which carries on where the connection parked. The channel is made on the
+    /// calling thread (SwiftNIO's `SocketChannel.init` runs there): the lot's, but for a lot
+    /// stopped.
     func resume() {
-        ClientBootstrap(group: eventLoop)
+        // Made on the calling thread with the channel, as when the lot accepted the connection.
+        let handler = HandedOver(ConnectionHandler(resuming: self))
+        ClientBootstrap(group: resumption.outlet.eventLoop)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try self.handler.configure(channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    self.handlerMade = true
+                    try handler.value.configure(channel)
+                }
             }
             .withConnectedSocket(descriptor)
-            .whenFailure { error in self.handler.resumeFailed(error) }
+            .whenFailure { error in
+                // A handler added to the channel ends the connection when the channel closes.
+                guard !self.handlerMade else { return }
+                handler.value.resumeFailed(error)
+            }
     }
+}
+
+/// A value made on one thread and used only on another from then on (a connection's handler,
+/// made on the lot's thread, used on its event loop): what makes sending it safe is that order.
+struct HandedOver<Value>: @unchecked Sendable {
+    let value: Value
+
+    init(_ value: Value) { self.value = value }
 }

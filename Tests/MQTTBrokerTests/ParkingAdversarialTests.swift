@@ -668,6 +668,166 @@ struct ParkingAdversarialTests {
         }
     }
 
+    // MARK: Listeners, continued
+
+    @Test("with a TLS and a plain listener, plain clients park, TLS ones never do, and both get every message")
+    func tlsAndPlainListeners() async throws {
+        let files = try await OpenSSLCertificates.shared.make()
+        try await withParkingBroker({ configuration in
+            var tls = BrokerConfiguration.Listener(port: 0, address: "127.0.0.1")
+            tls.tls.certFile = files.serverCertificate
+            tls.tls.keyFile = files.serverKey
+            configuration.listeners.append(tls)
+        }) { port, broker in
+            #expect(broker.localAddresses.count == 2)
+            let tlsPort = try #require(broker.localAddresses.last?.port)
+            #expect(tlsPort != port)
+            let output = temporaryFile()
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            let options = TLSClientOptions(caFile: files.ca)
+            let (program, arguments) = options.command(
+                "mosquitto_sub",
+                port: tlsPort,
+                ["-V", "mqttv5", "-q", "1", "-k", "60", "-i", "tls-sub", "-t", "mix/#", "-C", "3", "-W", "30", "-F", "%p"]
+            )
+            let tlsSubscriber = try ChildProcess.spawn(program, arguments, outputPath: output)
+            defer { tlsSubscriber.signal(SIGKILL) }
+            let plain = try await connectAccepted(port: port, "plain-sub", keepAlive: 60)
+            try await plain.subscribe("mix/#", qos: .atLeastOnce)
+            try await waitUntil("2 subscriptions", within: 15) { value(broker, "databus_subscriptions") == 2 }
+            let publisher = try await connectAccepted(port: port, "mix-pub", keepAlive: 60)
+            for number in 1...3 {
+                // The plain subscriber and the publisher park; the TLS subscriber, as quiet, does not.
+                try await waitParked(broker, 2)
+                try await Task.sleep(for: .milliseconds(600))
+                #expect(parked(broker) == 2)
+                #expect(try await publisher.publish("mix/x", "m\(number)", qos: .atLeastOnce, packetIdentifier: UInt16(number)) == .success)
+                let publish = try await plain.receivePublish()
+                #expect(publish.payloadString == "m\(number)")
+                try await plain.acknowledge(publish)
+            }
+            #expect(await tlsSubscriber.wait(timeout: .seconds(10)) == 0)
+            let lines = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            #expect(lines == ["m1", "m2", "m3"])
+            await plain.close()
+            await publisher.close()
+        }
+    }
+
+    // FAILS (cosmetic; logs only): the parking lot's listeners report addresses that read unlike
+    // SwiftNIO's: "[IPv4]127.0.0.1:P" for "[IPv4]127.0.0.1/127.0.0.1:P", and for a listener on ::1
+    // a host of "::" ("[IPv6]::/::1:P"), as if it listened on every address. ParkingLot.swift,
+    // localAddress(of:): `SocketAddress(address, host: "::")` / `SocketAddress(address, host: "")`
+    // instead of the host the listener was given. IP addresses and ports are right.
+    @Test("the addresses a parking broker reports read as a broker without parking reports them", arguments: ["127.0.0.1", "::1"])
+    func reportedAddressesReadAlike(address: String) async throws {
+        var descriptions: [Int: String] = [:]
+        for park in [1, 0] {
+            let configuration = BrokerConfiguration.testing {
+                $0.parkIdleConnections = park
+                $0.listeners = [.init(port: 0, address: address)]
+            }
+            let broker = MQTTBroker(configuration: configuration, logger: Self.quiet)
+            let bound = try await broker.start()
+            await broker.shutdown()
+            let first = try #require(bound.first)
+            let port = try #require(first.port)
+            #expect(first.ipAddress == address)
+            descriptions[park] = "\(first)".replacingOccurrences(of: ":\(port)", with: ":PORT")
+        }
+        #expect(descriptions[1] == descriptions[0])
+    }
+
+    // MARK: Descriptors run out, capabilities
+
+    static let hasPrlimit = FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit")
+
+    // FAILS with parking on: out of descriptors, the broker logs "cannot accept a connection: Too
+    // many open files" about 20 times a second for as long as it lasts (with parking off: not
+    // at all; SwiftNIO's accept back-off waits quietly). ParkingLot.swift, accept(on:): on
+    // EMFILE it logs, sleeps 50 ms on the lot's thread (holding up every parked connection's
+    // PINGREQ and resume meanwhile) and returns; the listening socket is still readable, so the
+    // next epoll_wait returns at once and it starts over.
+    @Test(
+        "a broker out of descriptors does not log an accept error 20 times a second, and serves waiting connections once descriptors are free",
+        .enabled(if: Self.hasPrlimit),
+        arguments: [1, 0]
+    )
+    func outOfDescriptors(parkAfter: Int) async throws {
+        try await DatabusBrokerProcess.with(extraConfiguration: "park_idle_connections \(parkAfter)\nsys_interval 0\n") { broker in
+            let open = openDescriptors(broker.pid)
+            let limited = try await runProgram("/usr/bin/prlimit", ["--pid", "\(broker.pid)", "--nofile=\(open + 4):\(open + 4)"])
+            try #require(limited.status == 0)
+            var sockets: [PlainSocket] = []
+            for _ in 0..<12 { sockets.append(try PlainSocket.connect(host: "127.0.0.1", port: broker.port)) }
+            try await Task.sleep(for: .seconds(2))
+            let errors = broker.log.split(separator: "\n").filter { $0.contains("cannot accept") }.count
+            #expect(errors <= 4, "\(errors) accept errors logged in 2 s")
+            for socket in sockets { socket.close() }
+            var accepted = false
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !accepted && ContinuousClock.now < deadline {
+                if let (client, connack) = try? await connect(port: broker.port, "after-emfile") {
+                    accepted = connack.reasonCode == .success
+                    await client.close()
+                } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            #expect(accepted)
+        }
+    }
+
+    static let canRunWithFileCapabilities =
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/setcap")
+        && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") && getpwuid(65_534) != nil
+
+    // FAILS: a `databus` executable given file capabilities (setcap cap_net_bind_service+ep, to
+    // listen on a port below 1024 without root; setuid and SELinux domain changes do the same)
+    // runs itself again and again instead of starting: glibc starts such a process in secure
+    // mode (AT_SECURE) and erases glibc.malloc.tcache_count (security level SXID_ERASE) from
+    // GLIBC_TUNABLES, so MallocTuning.tunablesAdding(to:) never finds it there, and
+    // MallocTuning.reexecuteIfNeeded() executes /proc/self/exe once more, each time with
+    // "glibc.malloc.trim_threshold=131072:" more in the variable (about 40 times a second here,
+    // until the variable is too long for execv: a minute and a half before it listens).
+    @Test(
+        "databus broker installed with file capabilities starts listening instead of running itself again and again",
+        .enabled(if: Self.canRunWithFileCapabilities)
+    )
+    func startsWithFileCapabilities() async throws {
+        let folder = try TemporaryDirectory(prefix: "databus-setcap")
+        defer { folder.remove() }
+        chmod(folder.path, 0o755)
+        let binary = folder.file("databus")
+        try FileManager.default.copyItem(atPath: DatabusBrokerProcess.executable(), toPath: binary)
+        let setcap = try await runProgramCollectingErrors("/usr/sbin/setcap", ["cap_net_bind_service+ep", binary])
+        try #require(setcap.status == 0, "setcap: \(setcap.errorOutput)")
+        let port = try await Mosquitto.freePort()
+        let configuration = try folder.write("databus.conf", "listener \(port) 127.0.0.1\nallow_anonymous true\npark_idle_connections 1\n")
+        chmod(configuration, 0o644)
+        let process = try ChildProcess.spawn(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "broker", "-c", configuration],
+            errorPath: folder.file("databus.log")
+        )
+        var accepted = false
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !accepted && ContinuousClock.now < deadline && process.isRunning {
+            if let (client, connack) = try? await connect(port: port, "capable") {
+                accepted = connack.reasonCode == .success
+                await client.close()
+            } else {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let environment = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(process.pid)/environ"))) ?? Data()
+        let tunables =
+            String(decoding: environment.map { $0 == 0 ? UInt8(ascii: "\n") : $0 }, as: UTF8.self)
+            .split(separator: "\n").first { $0.hasPrefix("GLIBC_TUNABLES=") } ?? ""
+        await process.terminate()
+        #expect(accepted, "not listening after 10 s; GLIBC_TUNABLES is \(tunables.count) characters: \(tunables.prefix(200))")
+    }
+
     // MARK: Counts
 
     @Test("parked clients still count: databus_connections and $SYS/broker/clients/connected")

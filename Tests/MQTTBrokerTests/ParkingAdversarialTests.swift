@@ -378,6 +378,92 @@ struct ParkingAdversarialTests {
         }
     }
 
+    // MARK: Protocol state kept across parking
+
+    @Test("a parked 5.0 client with receive maximum 1 gets queued messages one at a time as it acknowledges, parking in between")
+    func receiveMaximumAcrossParking() async throws {
+        try await withParkingBroker { port, broker in
+            let subscriber = try await connectAccepted(port: port, "rm-sub", keepAlive: 60, properties: [.receiveMaximum(1)])
+            try await subscriber.subscribe("rm/#", qos: .atLeastOnce)
+            let publisher = try await connectAccepted(port: port, "rm-pub", keepAlive: 60)
+            try await waitParked(broker, 2)
+            for number in 1...3 {
+                #expect(try await publisher.publish("rm/x", "q\(number)", qos: .atLeastOnce, packetIdentifier: UInt16(number)) == .success)
+            }
+            for number in 1...3 {
+                let publish = try await subscriber.receivePublish()
+                #expect(publish.payloadString == "q\(number)")
+                // Only one in flight: nothing more comes until this one is acknowledged.
+                #expect(try await subscriber.roundTrip().isEmpty)
+                try await waitParked(broker, 2)
+                try await subscriber.acknowledge(publish)
+            }
+            #expect(try await subscriber.roundTrip().isEmpty)
+            await publisher.close()
+            await subscriber.close()
+        }
+    }
+
+    @Test("topic aliases, the broker's and the client's, stay valid across parking")
+    func topicAliasesAcrossParking() async throws {
+        try await withParkingBroker { port, broker in
+            let subscriber = try await connectAccepted(port: port, "alias-sub", keepAlive: 60, properties: [.topicAliasMaximum(5)])
+            try await subscriber.subscribe("alias/#", qos: .atLeastOnce)
+            let publisher = try await connectAccepted(port: port, "alias-pub", keepAlive: 60)
+            // The publisher sets alias 3 for its topic, then parks and uses the alias alone.
+            #expect(
+                try await publisher.publish("alias/long/topic/name", "first", qos: .atLeastOnce, packetIdentifier: 1, properties: [.topicAlias(3)])
+                    == .success
+            )
+            let first = try await subscriber.receivePublish()
+            #expect(first.topicName == "alias/long/topic/name")
+            let brokerAlias = try #require(first.properties.topicAlias)
+            try await subscriber.acknowledge(first)
+            try await waitParked(broker, 2)
+            #expect(try await publisher.publish("", "second", qos: .atLeastOnce, packetIdentifier: 2, properties: [.topicAlias(3)]) == .success)
+            let second = try await subscriber.receivePublish()
+            // The broker's alias from before parking, without the topic again.
+            #expect(second.topicName.isEmpty)
+            #expect(second.properties.topicAlias == brokerAlias)
+            #expect(second.payloadString == "second")
+            try await subscriber.acknowledge(second)
+            await publisher.close()
+            await subscriber.close()
+        }
+    }
+
+    @Test("a shared subscription whose members are parked delivers each message to exactly one of them")
+    func sharedSubscriptionMembersParked() async throws {
+        try await withParkingBroker { port, broker in
+            var members: [CodecConnection] = []
+            for index in 0..<3 {
+                let member = try await connectAccepted(port: port, "shared-\(index)", keepAlive: 60)
+                try await member.subscribe("$share/workers/jobs/#", qos: .atLeastOnce)
+                members.append(member)
+            }
+            let publisher = try await connectAccepted(port: port, "jobs-pub", keepAlive: 60)
+            var received: [String] = []
+            for number in 1...6 {
+                try await waitParked(broker, 4)
+                #expect(try await publisher.publish("jobs/x", "j\(number)", qos: .atLeastOnce, packetIdentifier: UInt16(number)) == .success)
+                // Whoever got it answers; the others stay quiet.
+                var got = 0
+                for member in members {
+                    for packet in try await member.roundTrip() {
+                        guard case .publish(let publish) = packet else { continue }
+                        received.append(publish.payloadString)
+                        try await member.acknowledge(publish)
+                        got += 1
+                    }
+                }
+                #expect(got == 1, "j\(number) went to \(got) members")
+            }
+            #expect(received == (1...6).map { "j\($0)" })
+            for member in members { await member.close() }
+            await publisher.close()
+        }
+    }
+
     // MARK: Close requests while parked
 
     @Test("a reload that turns allow_anonymous off disconnects parked clients (5.0: 0x87; 3.1.1: closed)")

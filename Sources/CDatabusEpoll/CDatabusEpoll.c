@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/eventfd.h>
+#include <sys/auxv.h>
 #include "CDatabusEpoll.h"
 
 int databus_accept_nonblocking(int descriptor) {
@@ -11,5 +12,9 @@ int databus_accept_nonblocking(int descriptor) {
 
 int databus_eventfd_nonblocking(void) {
     return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+int databus_secure_mode(void) {
+    return getauxval(AT_SECURE) != 0;
 }
 #endif

@@ -252,3 +252,46 @@ struct MallocTuningTests {
         await client.close()
     }
 }
+
+@Suite("A broker run by an ordinary user")
+struct OrdinaryUserTests {
+    static let canSwitchUser = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") && getpwuid(65_534) != nil
+
+    // Every connection was refused when the broker ran as anyone but root: the channel set
+    // SO_DEBUG (`.socketOption(.tcp_nodelay)`), which only root may, instead of TCP_NODELAY.
+    @Test(
+        "databus broker started as nobody accepts clients, whether its listeners park connections or not",
+        .enabled(if: Self.canSwitchUser),
+        arguments: [10, 0]
+    )
+    func brokerAsNobody(park: Int) async throws {
+        let folder = try TemporaryDirectory(prefix: "databus-nobody")
+        defer { folder.remove() }
+        chmod(folder.path, 0o755)
+        // A copy the user may run wherever the build folder is.
+        let binary = folder.file("databus")
+        try FileManager.default.copyItem(atPath: DatabusBrokerProcess.executable(), toPath: binary)
+        let port = try await Mosquitto.freePort()
+        let configuration = try folder.write("databus.conf", "listener \(port) 127.0.0.1\nallow_anonymous true\npark_idle_connections \(park)\n")
+        chmod(configuration, 0o644)
+        let process = try ChildProcess.spawn(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "broker", "-c", configuration],
+            errorPath: folder.file("databus.log")
+        )
+        var accepted = false
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !accepted && ContinuousClock.now < deadline && process.isRunning {
+            if let (client, connack) = try? await connect(port: port, "ordinary") {
+                accepted = connack.reasonCode == .success
+                if accepted { #expect(try await client.roundTrip().isEmpty) }
+                await client.close()
+            } else {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        await process.terminate()
+        let log = (try? String(contentsOfFile: folder.file("databus.log"), encoding: .utf8)) ?? ""
+        #expect(accepted, "no client accepted; the log ends: \(log.suffix(400))")
+    }
+}

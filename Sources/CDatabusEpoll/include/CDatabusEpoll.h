@@ -11,4 +11,8 @@ int databus_accept_nonblocking(int descriptor);
 
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
 int databus_eventfd_nonblocking(void);
+
+/// Whether the process runs in secure mode (setuid, file capabilities: glibc's AT_SECURE),
+/// where glibc ignores most of GLIBC_TUNABLES.
+int databus_secure_mode(void);
 #endif

@@ -44,7 +44,7 @@ public struct IngestBench: Sendable {
             let camera = IngestCamera(index: index, run: run, configuration: configuration, ready: ready)
             let version = configuration.version
             let channel = try await ClientBootstrap(group: loop)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.seconds(10))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {

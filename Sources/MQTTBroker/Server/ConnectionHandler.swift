@@ -148,7 +148,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Sets up a channel the broker accepted itself (or a parked connection's new channel) and
     /// adds this handler to it.
     func configure(_ channel: any Channel) throws {
-        try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
         try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
         try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveAllocator)
         try channel.pipeline.syncOperations.addHandler(self)

@@ -171,9 +171,16 @@ public final class MQTTBroker: Service, Sendable {
         for listener in parking?.listeners ?? [] { listener.close() }
         await core.stopBridges()
         core.disconnectAll()
+        // Parked connections come back for their DISCONNECT; then they are closed too.
         await parking?.lot.stop()
+        if parking != nil { core.connections.closeAll() }
         await core.flushStore()
-        // Give the DISCONNECT packets a moment to leave before the caller tears the loops down.
+        // Every connection writes its DISCONNECT before it ends: wait for them all (2 s at
+        // most), then give the packets a moment to leave before the caller tears the loops down.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while core.statistics.clientsConnected.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         try? await Task.sleep(for: .milliseconds(50))
     }
 
@@ -201,7 +208,7 @@ public final class MQTTBroker: Service, Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     do {
-                        try channel.syncOptions?.setOption(.socketOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+                        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
                         // Each connection keeps its receive buffer between reads: start small (an idle
                         // camera sends a PINGREQ now and then) and let busy connections grow it.
                         try channel.syncOptions?.setOption(

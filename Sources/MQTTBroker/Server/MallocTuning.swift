@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CDatabusEpoll
 import Glibc
 #elseif canImport(Musl)
 import Musl
@@ -16,18 +17,24 @@ import Musl
 /// connections park (10,000 idle connections: about 2.0 KB each instead of 3.1 KB).
 ///
 /// `DATABUS_MALLOC_TUNING=0` leaves malloc as it is; a `GLIBC_TUNABLES` that already sets
-/// the tcache is left alone (it is the user's, or ours after the first start).
+/// the tcache is left alone (it is the user's). A process in secure mode (setuid, file
+/// capabilities), where glibc drops the tunables, runs as it is; and the executable runs again
+/// once at most (`DATABUS_MALLOC_TUNED` marks the second start).
 public enum MallocTuning {
     static let tunables = "glibc.malloc.tcache_count=0:glibc.malloc.trim_threshold=131072"
+    /// Set for the executable's second start.
+    private static let marker = "DATABUS_MALLOC_TUNED"
 
     /// Runs this executable again, with the same arguments, environment and process id, with
     /// the tunables added; returns only when that is not needed or not possible.
     public static func reexecuteIfNeeded() {
         #if os(Linux) && canImport(Glibc)
         if let off = getenv("DATABUS_MALLOC_TUNING"), String(cString: off) == "0" { return }
+        guard getenv(marker) == nil, databus_secure_mode() == 0 else { return }
         let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
         guard let updated = tunablesAdding(to: current) else { return }
         setenv("GLIBC_TUNABLES", updated, 1)
+        setenv(marker, "1", 1)
         let arguments = CommandLine.arguments
         var pointers: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         pointers.append(nil)
@@ -35,6 +42,7 @@ public enum MallocTuning {
         // Not replaced (no /proc): go on with malloc as it is.
         for pointer in pointers { free(pointer) }
         if current.isEmpty { unsetenv("GLIBC_TUNABLES") } else { setenv("GLIBC_TUNABLES", current, 1) }
+        unsetenv(marker)
         #endif
     }
 

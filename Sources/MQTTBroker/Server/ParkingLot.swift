@@ -42,9 +42,15 @@ final class ParkingLot: Sendable {
         var stopped = false
         /// Connections taken out of the lot, to be given a channel by the lot's thread.
         var resuming: [ParkedConnection] = []
-        /// Sweeps left at whose end malloc gives memory back: set by parkings. Two, because the
-        /// channels that a parking closes are freed on their event loops a little later.
+        /// Sweeps left at whose end malloc gives memory back: set by parkings. Several (3 s),
+        /// because the channels that a parking closes are freed on their event loops later.
         var trimsLeft = 0
+        /// Listeners out of the epoll set until the given time: they could not accept (out of
+        /// descriptors or memory) and stay readable, so watching them would spin.
+        var pausedListeners: [(id: UInt64, until: NIODeadline)] = []
+        /// When an accept error was last logged, and how many since.
+        var lastAcceptErrorLog: NIODeadline?
+        var acceptErrorsSinceLog = 0
     }
 
     /// The epoll data of ``doorbell``.
@@ -102,7 +108,7 @@ final class ParkingLot: Sendable {
             guard epoll_ctl(epoll, EPOLL_CTL_ADD, car.descriptor, &event) == 0 else { return false }
             car.parkingID = id
             state.parked[id] = car
-            state.trimsLeft = 2
+            state.trimsLeft = 6
             statistics.parkedConnections.wrappingIncrement(ordering: .relaxed)
             return true
         }
@@ -164,7 +170,7 @@ final class ParkingLot: Sendable {
             let bound = address.withSockAddr { pointer, size in bind(descriptor, pointer, socklen_t(size)) }
             guard bound == 0 else { throw IOError(errnoCode: errno, reason: "bind(\(host):\(port))") }
             guard Glibc.listen(descriptor, 512) == 0 else { throw IOError(errnoCode: errno, reason: "listen") }
-            let local = try Self.localAddress(of: descriptor)
+            let local = try Self.localAddress(of: descriptor, host: host)
             let id = try state.withLock { state -> UInt64 in
                 let id = state.nextID
                 state.nextID += 1
@@ -184,7 +190,7 @@ final class ParkingLot: Sendable {
         }
     }
 
-    private static func localAddress(of descriptor: CInt) throws -> SocketAddress {
+    private static func localAddress(of descriptor: CInt, host: String) throws -> SocketAddress {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let named = withUnsafeMutablePointer(to: &storage) {
@@ -193,10 +199,10 @@ final class ParkingLot: Sendable {
         guard named == 0 else { throw IOError(errnoCode: errno, reason: "getsockname") }
         if Int32(storage.ss_family) == AF_INET6 {
             let address = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee } }
-            return SocketAddress(address, host: "::")
+            return SocketAddress(address, host: host)
         }
         let address = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee } }
-        return SocketAddress(address, host: "")
+        return SocketAddress(address, host: host)
     }
 
     /// Stops accepting on the listener `id` and closes its socket.
@@ -211,20 +217,41 @@ final class ParkingLot: Sendable {
         close(listener.descriptor)
     }
 
-    private func accept(on listener: Listener) {
+    /// How long a listener that could not accept is left alone.
+    private static let acceptPause = TimeAmount.milliseconds(250)
+    /// Accept errors are logged at most this often.
+    private static let acceptErrorLogInterval = TimeAmount.seconds(10)
+
+    private func accept(on listener: Listener, id: UInt64) {
         while true {
             let descriptor = databus_accept_nonblocking(listener.descriptor)
             if descriptor >= 0 {
                 listener.accepted(descriptor)
                 continue
             }
-            switch errno {
+            let code = errno
+            switch code {
             case EINTR, ECONNABORTED, EPROTO:
                 continue
             case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-                logger.error("cannot accept a connection: \(String(cString: strerror(errno)))")
-                // The socket stays readable: wait a little rather than spin.
-                usleep(50_000)
+                // The connection waits in the listen queue; the socket stays readable, so it
+                // leaves the epoll set for a while instead of being retried at once.
+                let now = NIODeadline.now()
+                let log = state.withLock { state -> Int? in
+                    var unused = epoll_event()
+                    _ = epoll_ctl(epoll, EPOLL_CTL_DEL, listener.descriptor, &unused)
+                    state.pausedListeners.append((id, now + Self.acceptPause))
+                    state.acceptErrorsSinceLog += 1
+                    if let last = state.lastAcceptErrorLog, now - last < Self.acceptErrorLogInterval { return nil }
+                    state.lastAcceptErrorLog = now
+                    defer { state.acceptErrorsSinceLog = 0 }
+                    return state.acceptErrorsSinceLog
+                }
+                if let log {
+                    logger.error(
+                        "cannot accept a connection: \(String(cString: strerror(code))) (\(log) time(s) since the last message; retrying every 250 ms)"
+                    )
+                }
                 return
             default:
                 // EAGAIN: all accepted; anything else (the listener closed): nothing to do.
@@ -241,7 +268,7 @@ final class ParkingLot: Sendable {
         while !state.withLock({ $0.stopped }) {
             let ready = events.withUnsafeMutableBufferPointer { epoll_wait(epoll, $0.baseAddress, CInt($0.count), 250) }
             var resume: [ParkedConnection] = []
-            var accepting: [Listener] = []
+            var accepting: [(UInt64, Listener)] = []
             if ready > 0 {
                 state.withLock { state in
                     for event in events[0..<Int(ready)] {
@@ -250,10 +277,12 @@ final class ParkingLot: Sendable {
                             var count: UInt64 = 0
                             _ = read(doorbell, &count, 8)
                         } else if let listener = state.listeners[id] {
-                            accepting.append(listener)
+                            accepting.append((id, listener))
                         } else if let car = state.parked[id], !answerPing(car, events: event.events),
                             let taken = take(id, from: &state)
                         {
+                            // The client was heard from now, however long its new channel takes.
+                            taken.lastActivity = .now()
                             resume.append(taken)
                         }
                     }
@@ -273,13 +302,30 @@ final class ParkingLot: Sendable {
                 return state.resuming
             }
             for car in resume { car.resume() }
-            for listener in accepting { accept(on: listener) }
+            for (id, listener) in accepting { accept(on: listener, id: id) }
+            resumeListeners(now: now)
             if now == lastSweep { trimAfterParking() }
         }
     }
 
+    /// Puts paused listeners (``accept(on:id:)``) back in the epoll set once their pause is over.
+    private func resumeListeners(now: NIODeadline) {
+        state.withLock { state in
+            guard !state.pausedListeners.isEmpty else { return }
+            let due = state.pausedListeners.filter { $0.until <= now }
+            state.pausedListeners.removeAll { $0.until <= now }
+            for paused in due {
+                guard let listener = state.listeners[paused.id] else { continue }
+                var event = epoll_event()
+                event.events = EPOLLIN.rawValue
+                event.data.u64 = paused.id
+                _ = epoll_ctl(epoll, EPOLL_CTL_ADD, listener.descriptor, &event)
+            }
+        }
+    }
+
     /// Channels freed by parking leave small free chunks that malloc keeps (in its fast bins,
-    /// unmerged, so no page of them is ever given back): at the end of the two sweeps after
+    /// unmerged, so no page of them is ever given back): at the end of each sweep for 3 s after
     /// connections parked, malloc merges them and gives whole free pages back to the system.
     private func trimAfterParking() {
         let trim = state.withLock { state in
@@ -288,7 +334,12 @@ final class ParkingLot: Sendable {
             return true
         }
         #if canImport(Glibc)
-        if trim { malloc_trim(0) }
+        guard trim else { return }
+        malloc_trim(0)
+        // malloc_trim does not shrink the top of a thread's arena (this thread's holds the
+        // channels), and merging the fast bins into it does not either; freeing a block of
+        // 64 KB or more does: malloc then gives the arena's free top back.
+        free(malloc(96 << 10))
         #endif
     }
 

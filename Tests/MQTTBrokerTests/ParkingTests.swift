@@ -230,10 +230,10 @@ struct ParkingTests {
 struct MallocTuningTests {
     @Test("our tunables are added to what GLIBC_TUNABLES holds, and not when it sets the tcache already")
     func tunables() {
-        #expect(MallocTuning.tunablesAdding(to: "") == "glibc.malloc.tcache_count=0:glibc.malloc.trim_threshold=131072")
+        #expect(MallocTuning.tunablesAdding(to: "") == "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=131072")
         #expect(
             MallocTuning.tunablesAdding(to: "glibc.malloc.arena_max=2")
-                == "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0:glibc.malloc.trim_threshold=131072"
+                == "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=131072"
         )
         #expect(MallocTuning.tunablesAdding(to: "glibc.malloc.tcache_count=7") == nil)
     }
@@ -246,7 +246,7 @@ struct MallocTuningTests {
         let environment = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(broker.pid)/environ"))
         // glibc cuts the variable where it parsed it (a NUL for each ':'), so the text is looked for as a whole.
         let text = String(decoding: environment.map { $0 == 0 ? UInt8(ascii: "\n") : $0 }, as: UTF8.self)
-        #expect(text.contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=0\nglibc.malloc.trim_threshold=131072"))
+        #expect(text.contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=0\nglibc.malloc.mxfast=0\nglibc.malloc.trim_threshold=131072"))
         let client = try await connectAccepted(port: broker.port, "after-reexec")
         #expect(try await client.roundTrip().isEmpty)
         await client.close()

@@ -115,6 +115,38 @@ struct ConnectionStateMachine {
     /// Connected with nothing half done: no packet held back or waiting for the session, and
     /// no subscriber being waited for (a connection may then park).
     var isQuiet: Bool { phase == .connected && pending.isEmpty && held.isEmpty && waitingForSubscribers == 0 }
+
+    /// What a quiet machine is made of while its connection is parked (the rest is empty
+    /// then): kept instead of the whole machine, which ``init(resuming:)`` makes again.
+    struct Parked {
+        let connected: Connected
+        let limits: PublishLimits
+        let keepAlive: UInt16
+        let lastActivity: NIODeadline
+        let receiveMaximumWarned: Bool
+    }
+
+    /// The machine as a parked connection keeps it; nil unless it is quiet (``isQuiet``).
+    var parked: Parked? {
+        guard isQuiet, let connected else { return nil }
+        return Parked(
+            connected: connected,
+            limits: limits,
+            keepAlive: keepAlive,
+            lastActivity: lastActivity,
+            receiveMaximumWarned: receiveMaximumWarned
+        )
+    }
+
+    /// The machine of a parked connection coming back.
+    init(resuming parked: Parked) {
+        self.limits = parked.limits
+        self.lastActivity = parked.lastActivity
+        self.phase = .connected
+        self.connected = parked.connected
+        self.keepAlive = parked.keepAlive
+        self.receiveMaximumWarned = parked.receiveMaximumWarned
+    }
     /// When the client last sent anything, for keep alive.
     var lastActivity: NIODeadline
     /// Seconds of silence allowed (× 1.5), 0 for none; set at CONNACK.

@@ -70,7 +70,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The socket's descriptor, when the broker accepted it itself (plain TCP while parking is
     /// on): only such connections park.
     private var descriptor: CInt?
-    private let lot: ParkingLot?
+    /// The listener's parking lot and what a resumed handler needs of the listener (nil for
+    /// connections that never park).
+    private let parking: ParkingContext?
     /// Set once the connection parked (``ParkingLot``): this handler's channel is gone, its
     /// last events are ignored, and a new handler carries on when the connection comes back.
     private var parked = false
@@ -82,12 +84,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         listener: SharedListener,
         counted connections: ManagedConnectionCount? = nil,
         descriptor: CInt? = nil,
-        lot: ParkingLot? = nil
+        parking: ParkingContext? = nil
     ) {
         self.core = core
         self.connections = connections
         self.descriptor = descriptor
-        self.lot = lot
+        self.parking = parking
         let snapshot = core.configuration.snapshot
         self.snapshot = snapshot
         self.machine = ConnectionStateMachine(limits: .init(snapshot.value), now: .now())
@@ -98,12 +100,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// What a parked connection keeps of its handler, to carry on in a new one: the handler
     /// itself (with its timers, buffers and channel) is freed while the connection is parked.
     struct Resumption {
-        let core: BrokerCore
+        let parking: ParkingContext
         let snapshot: ConfigurationSnapshot
-        let boundListener: SharedListener
-        let connections: ManagedConnectionCount?
-        let lot: ParkingLot
-        let machine: ConnectionStateMachine
+        let machine: ConnectionStateMachine.Parked
         let decoder: MQTTPacketDecoder
         let session: Session
         let outlet: SessionOutlet
@@ -113,12 +112,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// A handler for `car`, a parked connection coming back in a new channel.
     init(resuming car: ParkedConnection) {
         let resumption = car.resumption
-        self.core = resumption.core
+        self.core = resumption.parking.core
         self.snapshot = resumption.snapshot
-        self.boundListener = resumption.boundListener
-        self.connections = resumption.connections
-        self.lot = resumption.lot
-        self.machine = resumption.machine
+        self.boundListener = resumption.parking.listener
+        self.connections = resumption.parking.connections
+        self.parking = resumption.parking
+        self.machine = ConnectionStateMachine(resuming: resumption.machine)
         self.decoder = resumption.decoder
         self.session = resumption.session
         self.outlet = resumption.outlet
@@ -500,7 +499,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// nothing in the channel's write buffer. Its socket goes to the ``ParkingLot`` (a
     /// duplicate descriptor) and the channel closes; the session does not notice.
     private func parkIfIdle(now: NIODeadline, context: ChannelHandlerContext) {
-        guard let lot, let descriptor, let session, let outlet, !parked, machine.isQuiet, undecoded == nil,
+        guard let parking, let descriptor, let session, let outlet, !parked, let parkedMachine = machine.parked, undecoded == nil,
             !decodingStopped, !lingering, reading
         else { return }
         let quiet = TimeAmount.seconds(Int64(configuration.parkIdleConnections))
@@ -512,19 +511,17 @@ final class ConnectionHandler: ChannelInboundHandler {
         let car = ParkedConnection(
             descriptor: duplicate,
             resumption: Resumption(
-                core: core,
+                parking: parking,
                 snapshot: snapshot,
-                boundListener: boundListener,
-                connections: connections,
-                lot: lot,
-                machine: machine,
+                machine: parkedMachine,
                 decoder: decoder,
                 session: session,
                 outlet: outlet,
                 peer: peer
             )
         )
-        guard outlet.park(wake: { lot.wake(car) }) else {
+        let lot = parking.lot
+        guard outlet.park(as: car) else {
             Glibc.close(duplicate)
             return
         }
@@ -801,5 +798,21 @@ final class SharedListener: Sendable {
     /// and binding), or as bound when it has no such listener.
     func current(in configuration: BrokerConfiguration) -> BrokerConfiguration.Listener {
         configuration.listeners.indices.contains(index) ? configuration.listeners[index] : value
+    }
+}
+
+/// A parking listener's lot and what a connection's handler needs of the listener, shared by
+/// its connections: a parked connection keeps one reference instead of four.
+final class ParkingContext: Sendable {
+    let core: BrokerCore
+    let listener: SharedListener
+    let connections: ManagedConnectionCount
+    let lot: ParkingLot
+
+    init(core: BrokerCore, listener: SharedListener, connections: ManagedConnectionCount, lot: ParkingLot) {
+        self.core = core
+        self.listener = listener
+        self.connections = connections
+        self.lot = lot
     }
 }

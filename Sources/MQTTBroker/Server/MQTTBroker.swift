@@ -245,6 +245,7 @@ public final class MQTTBroker: Service, Sendable {
         let group = self.group
         let connections = ManagedConnectionCount(limit: bound.maxConnections)
         let shared = SharedListener(index: index, bound)
+        let parking = ParkingContext(core: core, listener: shared, connections: connections, lot: lot)
         let accepted: @Sendable (CInt) -> Void = { descriptor in
             guard connections.open() else {
                 core.logger.warning("refusing a connection: max_connections \(shared.current(in: core.configuration.value).maxConnections) reached")
@@ -253,7 +254,7 @@ public final class MQTTBroker: Service, Sendable {
             }
             // Made here, on the lot's thread, as the channel is: the handler goes when the
             // connection parks, and its memory goes with the channel's (see ``ParkingLot``).
-            let handler = HandedOver(ConnectionHandler(core: core, listener: shared, counted: connections, descriptor: descriptor, lot: lot))
+            let handler = HandedOver(ConnectionHandler(core: core, listener: shared, counted: connections, descriptor: descriptor, parking: parking))
             ClientBootstrap(group: group)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {

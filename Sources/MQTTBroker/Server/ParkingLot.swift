@@ -409,6 +409,9 @@ final class ParkedConnection: @unchecked Sendable {
     /// Set by ``ParkingLot/park(_:)``; the lot's lock guards it and `wokenEarly`.
     var parkingID: UInt64 = 0
     var wokenEarly = false
+    /// A close asked for while parked (by a takeover, a reload, shutdown), for the handler once
+    /// the connection is back; guarded by the connection's ``SessionOutlet``'s lock.
+    var closeRequest: ConnectionHandler.CloseRequest?
     /// Set on the event loop when the resumed connection's handler is made.
     private var handlerMade = false
 
@@ -417,6 +420,9 @@ final class ParkedConnection: @unchecked Sendable {
         self.resumption = resumption
         self.lastActivity = resumption.machine.lastActivity
     }
+
+    /// Something is to be written to the connection or it is to be closed: back to its event loop.
+    func wake() { resumption.parking.lot.wake(self) }
 
     /// Whether the client has been silent for longer than its keep alive allows (1.5 times).
     func keepAliveExpired(now: NIODeadline) -> Bool {

@@ -121,17 +121,16 @@ final class Session: @unchecked Sendable {
     private var awaitingRelease = Set<UInt16>()
     /// Seconds the session outlives its connection; `UInt32.max` means for ever.
     private var expiryIntervalStorage: UInt32 = 0
-    private var expiryTask: Scheduled<Void>?
+    /// Out of line, as the delayed will: set only while the session waits for its client.
+    private var expiryTask: ExpiryTask?
     /// Out of line: rare, and inline it would cost every session ~100 bytes.
     private var delayedWill: DelayedWill?
     private var ended = false
     /// A bridge's session: it never holds publishers back (see ``forwardsToBridge()``).
     private var isBridge = false
-    /// Messages dropped for this client, by reason (for `/metrics`).
-    private var drops: [DropReason: Int] = [:]
-    /// Drops not logged yet, and when drops were last logged.
-    private var unloggedDrops: [DropReason: Int] = [:]
-    private var lastDropLog: NIODeadline?
+    /// Messages dropped for this client: made at the first drop (most sessions have none,
+    /// and inline it would cost every session 32 bytes).
+    private var dropRecord: DropRecord?
     /// Publishers waiting for this client's backlog to drain (back-pressure).
     private var drainWaiters: [@Sendable () -> Void] = []
 
@@ -221,7 +220,7 @@ final class Session: @unchecked Sendable {
         withEffects { effects in
             self.outlet = outlet
             effects.outlet = outlet
-            expiryTask?.cancel()
+            expiryTask?.task.cancel()
             expiryTask = nil
             delayedWill?.task.cancel()
             delayedWill = nil
@@ -283,8 +282,8 @@ final class Session: @unchecked Sendable {
     /// Keeps the task that ends the session after its expiry interval, cancelling any earlier one.
     func setExpiryTask(_ task: Scheduled<Void>?) {
         lock.withLock {
-            expiryTask?.cancel()
-            expiryTask = task
+            expiryTask?.task.cancel()
+            expiryTask = task.map(ExpiryTask.init)
         }
     }
 
@@ -528,16 +527,23 @@ final class Session: @unchecked Sendable {
     }
 
     /// Messages dropped for this client, by reason.
-    var dropCounts: [DropReason: Int] { lock.withLock { drops } }
+    var dropCounts: [DropReason: Int] { lock.withLock { dropRecord?.drops ?? [:] } }
 
     private func countDropLocked(_ reason: DropReason, now: NIODeadline) -> [DropReason: Int]? {
         environment.statistics.dropped(reason)
-        drops[reason, default: 0] += 1
-        unloggedDrops[reason, default: 0] += 1
-        if let last = lastDropLog, now - last < Self.dropLogInterval { return nil }
-        lastDropLog = now
-        defer { unloggedDrops = [:] }
-        return unloggedDrops
+        let record: DropRecord
+        if let existing = dropRecord {
+            record = existing
+        } else {
+            record = DropRecord()
+            dropRecord = record
+        }
+        record.drops[reason, default: 0] += 1
+        record.unlogged[reason, default: 0] += 1
+        if let last = record.lastLog, now - last < Self.dropLogInterval { return nil }
+        record.lastLog = now
+        defer { record.unlogged = [:] }
+        return record.unlogged
     }
 
     private func log(_ drops: [DropReason: Int]) {
@@ -628,4 +634,19 @@ private final class DelayedWill {
         self.message = message
         self.task = task
     }
+}
+
+/// A session's drops, by reason (for `/metrics`), those not logged yet, and when drops were
+/// last logged; guarded by the session's lock.
+private final class DropRecord {
+    var drops: [DropReason: Int] = [:]
+    var unlogged: [DropReason: Int] = [:]
+    var lastLog: NIODeadline?
+}
+
+/// The task that ends a session after its expiry interval.
+private final class ExpiryTask {
+    let task: Scheduled<Void>
+
+    init(_ task: Scheduled<Void>) { self.task = task }
 }

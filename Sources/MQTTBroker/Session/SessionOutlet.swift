@@ -17,16 +17,17 @@ final class SessionOutlet: @unchecked Sendable {
     /// How many QoS 1/2 messages may be in flight to the client (our limit and its receive maximum).
     let sendQuota: Int
     private let statistics: BrokerStatistics
-    /// Guards `attached`, `pending`, `drainScheduled`, `wake` and `closeWhileParked`.
+    /// Guards `attached`, `pending`, `drainScheduled`, `parkedAs`, `woken` and the parked
+    /// connection's close request.
     private let lock = InlineLock()
     /// The connection's channel; nil while the connection is parked (``ParkingLot``).
     private var attached: (any Channel)?
     private var pending: [MQTTPacket] = []
     private var drainScheduled = false
-    /// While parked: brings the connection back when something is to be written or closed.
-    private var wake: (@Sendable () -> Void)?
-    /// A close asked for while parked, for the handler once the connection is back.
-    private var closeWhileParked: ConnectionHandler.CloseRequest?
+    /// While parked: the connection in the lot, woken (once: `woken`) when something is to
+    /// be written or a close is asked for; it carries the close request back.
+    private var parkedAs: ParkedConnection?
+    private var woken = false
     /// Topic aliases the client accepts from us (its 5.0 topic alias maximum).
     private let topicAliasMaximum: UInt16
     /// Aliases given so far; touched only on the connection's event loop (in `drain`).
@@ -68,7 +69,7 @@ final class SessionOutlet: @unchecked Sendable {
             return scheduleDrain()
         }
         if schedule { eventLoop.execute { self.drain() } }
-        wake?()
+        wake?.wake()
     }
 
     func send(_ packets: [MQTTPacket]) {
@@ -78,19 +79,23 @@ final class SessionOutlet: @unchecked Sendable {
             return scheduleDrain()
         }
         if schedule { eventLoop.execute { self.drain() } }
-        wake?()
+        wake?.wake()
     }
 
-    /// With the lock held, after packets were added: whether to schedule a drain, or what
-    /// brings a parked connection back (once; its packets wait until it is back).
-    private func scheduleDrain() -> (Bool, (@Sendable () -> Void)?) {
-        guard attached != nil else {
-            defer { wake = nil }
-            return (false, wake)
-        }
+    /// With the lock held, after packets were added: whether to schedule a drain, or the
+    /// parked connection to bring back (once; its packets wait until it is back).
+    private func scheduleDrain() -> (Bool, ParkedConnection?) {
+        guard attached != nil else { return (false, takeWake()) }
         guard !drainScheduled else { return (false, nil) }
         drainScheduled = true
         return (true, nil)
+    }
+
+    /// With the lock held: the parked connection, the first time only.
+    private func takeWake() -> ParkedConnection? {
+        guard !woken else { return nil }
+        woken = true
+        return parkedAs
     }
 
     /// Sends `packet` once `operations` are in `store` (at once when there is nothing to store).
@@ -204,28 +209,29 @@ final class SessionOutlet: @unchecked Sendable {
         let request = ConnectionHandler.CloseRequest(reason: reason, why: why)
         // Runs after any drain scheduled before, so pending packets go out first.
         eventLoop.execute {
-            let (channel, wake) = self.lock.withLock { () -> ((any Channel)?, (@Sendable () -> Void)?) in
+            let (channel, wake) = self.lock.withLock { () -> ((any Channel)?, ParkedConnection?) in
                 guard let attached = self.attached else {
-                    self.closeWhileParked = request
-                    defer { self.wake = nil }
-                    return (nil, self.wake)
+                    self.parkedAs?.closeRequest = request
+                    return (nil, self.takeWake())
                 }
                 return (attached, nil)
             }
             channel?.pipeline.fireUserInboundEventTriggered(request)
-            wake?()
+            wake?.wake()
         }
     }
 
     // MARK: Parking
 
-    /// Lets the connection park (on its event loop): from now on packets wait and `wake` is
-    /// called, once, when one arrives or a close is asked for. False when packets are waiting.
-    func park(wake: @escaping @Sendable () -> Void) -> Bool {
+    /// Lets the connection park as `car` (on its event loop): from now on packets wait and
+    /// `car` is woken, once, when one arrives or a close is asked for. False when packets are
+    /// waiting.
+    func park(as car: ParkedConnection) -> Bool {
         lock.withLock {
             guard pending.isEmpty, !drainScheduled else { return false }
             attached = nil
-            self.wake = wake
+            parkedAs = car
+            woken = false
             return true
         }
     }
@@ -235,9 +241,8 @@ final class SessionOutlet: @unchecked Sendable {
     func resume(in channel: any Channel) -> ConnectionHandler.CloseRequest? {
         let close = lock.withLock { () -> ConnectionHandler.CloseRequest? in
             attached = channel
-            wake = nil
-            defer { closeWhileParked = nil }
-            return closeWhileParked
+            defer { parkedAs = nil }
+            return parkedAs?.closeRequest
         }
         drain()
         return close

@@ -17,4 +17,8 @@ int databus_eventfd_nonblocking(void) {
 int databus_secure_mode(void) {
     return getauxval(AT_SECURE) != 0;
 }
+
+int databus_started_as_program(void) {
+    return getauxval(AT_BASE) != 0;
+}
 #endif

@@ -18,12 +18,11 @@ struct ParkingReviewTests {
         FileManager.default.isExecutableFile(atPath: $0)
     }
 
-    // MallocTuning.reexecuteIfNeeded() runs "/proc/self/exe" with CommandLine.arguments. Run
+    // Found in review: MallocTuning ran "/proc/self/exe" with the arguments, but started
     // through the dynamic loader (`ld.so [--library-path DIR] databus broker ...`, as bundles
-    // that ship the Swift runtime beside the executable do), /proc/self/exe is the loader and
-    // the arguments start at the executable: the loader then takes "broker" for the program
-    // ("broker: cannot open shared object file") and the broker never starts. With
-    // DATABUS_MALLOC_TUNING=0 the same command listens.
+    // that ship the Swift runtime beside the executable do) that is the loader, which then took
+    // "broker" for the program and the broker never started. It now runs itself again only
+    // when the kernel started it with its loader (AT_BASE set).
     @Test(
         "databus broker started through the dynamic loader starts listening (it is not run again as something else)",
         .enabled(if: Self.dynamicLoader != nil)

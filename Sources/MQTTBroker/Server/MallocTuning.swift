@@ -21,8 +21,9 @@ import Musl
 ///
 /// `DATABUS_MALLOC_TUNING=0` leaves malloc as it is; a `GLIBC_TUNABLES` that already sets
 /// the tcache is left alone (it is the user's). A process in secure mode (setuid, file
-/// capabilities), where glibc drops the tunables, runs as it is; and the executable runs again
-/// once at most (`DATABUS_MALLOC_TUNED` marks the second start).
+/// capabilities), where glibc drops the tunables, runs as it is, as does one started through
+/// the dynamic loader (`ld.so databus ...`, where /proc/self/exe is the loader); and the
+/// executable runs again once at most (`DATABUS_MALLOC_TUNED` marks the second start).
 public enum MallocTuning {
     static let tunables = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=131072"
     /// Set for the executable's second start.
@@ -33,7 +34,8 @@ public enum MallocTuning {
     public static func reexecuteIfNeeded() {
         #if os(Linux) && canImport(Glibc)
         if let off = getenv("DATABUS_MALLOC_TUNING"), String(cString: off) == "0" { return }
-        guard getenv(marker) == nil, databus_secure_mode() == 0 else { return }
+        // /proc/self/exe must be this executable: not when it was started through the loader.
+        guard getenv(marker) == nil, databus_secure_mode() == 0, databus_started_as_program() != 0 else { return }
         let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
         guard let updated = tunablesAdding(to: current) else { return }
         setenv("GLIBC_TUNABLES", updated, 1)

@@ -440,8 +440,9 @@ final class ParkedConnection: @unchecked Sendable {
         ClientBootstrap(group: resumption.outlet.eventLoop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    self.handlerMade = true
+                    // Added last in configure: once it returns, the handler ends the connection.
                     try handler.value.configure(channel)
+                    self.handlerMade = true
                 }
             }
             .withConnectedSocket(descriptor)

@@ -23,49 +23,11 @@ struct ParkingAdversarialTests {
 
     // MARK: Helpers
 
-    /// A broker whose connections park after a second of quiet, on `group` when given.
-    private func withParkingBroker(
-        _ configure: (inout BrokerConfiguration) -> Void = { _ in },
-        group: (any EventLoopGroup)? = nil,
-        _ body: (Int, MQTTBroker) async throws -> Void
-    ) async throws {
-        let configuration = BrokerConfiguration.testing {
-            $0.parkIdleConnections = 1
-            configure(&$0)
-        }
-        let broker =
-            if let group {
-                MQTTBroker(configuration: configuration, logger: Self.quiet, eventLoopGroup: group)
-            } else {
-                MQTTBroker(configuration: configuration, logger: Self.quiet)
-            }
-        let addresses = try await broker.start()
-        guard let port = addresses.first?.port else {
-            await broker.shutdown()
-            throw InteropError("the broker bound no address")
-        }
-        do {
-            try await body(port, broker)
-        } catch {
-            await broker.shutdown()
-            throw error
-        }
-        await broker.shutdown()
-    }
-
-    /// The value of gauge or counter `name` (without labels) in Prometheus text; -1 when absent.
-    private static func value(_ name: String, in text: String) -> Int {
-        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
-            return Int(Double(line.split(separator: " ")[1]) ?? -1)
-        }
-        return -1
-    }
+    private static func value(_ name: String, in text: String) -> Int { metricValue(name, in: text) }
 
     private func value(_ broker: MQTTBroker, _ name: String) -> Int {
-        Self.value(name, in: String(decoding: broker.prometheusText(), as: UTF8.self))
+        metricValue(name, in: String(decoding: broker.prometheusText(), as: UTF8.self))
     }
-
-    private func parked(_ broker: MQTTBroker) -> Int { value(broker, "databus_connections_parked") }
 
     /// Waits until `condition` holds; throws naming `what` after `seconds`.
     private func waitUntil(
@@ -78,11 +40,6 @@ struct ParkingAdversarialTests {
             guard ContinuousClock.now < deadline else { throw InteropError("after \(seconds) s: \(what())") }
             try await Task.sleep(for: .milliseconds(50))
         }
-    }
-
-    /// Waits until exactly `count` connections are parked.
-    private func waitParked(_ broker: MQTTBroker, _ count: Int, within seconds: Double = 10) async throws {
-        try await waitUntil("\(parked(broker)) connections parked, expected \(count)", within: seconds) { parked(broker) == count }
     }
 
     private func temporaryFile() -> String {
@@ -241,8 +198,7 @@ struct ParkingAdversarialTests {
     @Test("a DISCONNECT sent to a parked connection ends it cleanly: no will, the client no longer counted")
     func disconnectWhileParked() async throws {
         try await withParkingBroker { port, broker in
-            let watcher = try await connectAccepted(port: port, "dc-watcher", keepAlive: 60)
-            try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            let watcher = try await willWatcher(port: port, "dc-watcher")
             let will = ConnectPacket.Will(topic: "wills/dc", payload: ByteBuffer(string: "must not"), qos: .atLeastOnce)
             let leaving = try await connectAccepted(port: port, "dc-cam", keepAlive: 60, will: will)
             try await waitParked(broker, 2)
@@ -262,8 +218,7 @@ struct ParkingAdversarialTests {
     @Test("a 5.0 DISCONNECT 0x04 sent to a parked connection publishes its will")
     func disconnectWithWillWhileParked() async throws {
         try await withParkingBroker { port, broker in
-            let watcher = try await connectAccepted(port: port, "dcw-watcher", keepAlive: 60)
-            try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            let watcher = try await willWatcher(port: port, "dcw-watcher")
             let will = ConnectPacket.Will(topic: "wills/dcw", payload: ByteBuffer(string: "asked for"), qos: .atLeastOnce)
             let leaving = try await connectAccepted(port: port, "dcw-cam", keepAlive: 60, will: will)
             try await waitParked(broker, 2)
@@ -279,8 +234,7 @@ struct ParkingAdversarialTests {
     @Test("a parked client that half-closes (shutdown write) is closed by the broker and its will published")
     func halfCloseWhileParked() async throws {
         try await withParkingBroker { port, broker in
-            let watcher = try await connectAccepted(port: port, "hc-watcher", keepAlive: 60)
-            try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            let watcher = try await willWatcher(port: port, "hc-watcher")
             let socket = try PlainSocket.connect(host: "127.0.0.1", port: port)
             defer { socket.close() }
             let will = ConnectPacket.Will(topic: "wills/hc", payload: ByteBuffer(string: "half"), qos: .atLeastOnce)
@@ -1015,8 +969,7 @@ struct ParkingAdversarialTests {
     func resetWhileParked() async throws {
         let configure: (inout BrokerConfiguration) -> Void = { $0.listeners[0].maxConnections = 2 }
         try await withParkingBroker(configure) { port, broker in
-            let watcher = try await connectAccepted(port: port, "rst-watcher", keepAlive: 60)
-            try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            let watcher = try await willWatcher(port: port, "rst-watcher")
             let socket = try PlainSocket.connect(host: "127.0.0.1", port: port)
             let will = ConnectPacket.Will(topic: "wills/rst", payload: ByteBuffer(string: "reset"), qos: .atLeastOnce)
             try socket.send(.connect(ConnectPacket(protocolVersion: .v5, clientIdentifier: "rst-cam", keepAlive: 60, will: will)))

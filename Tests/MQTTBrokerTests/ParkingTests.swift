@@ -11,44 +11,6 @@ import Testing
 /// when anything happens: nothing a client sends or is sent is lost or changed by it.
 @Suite("Parking idle connections")
 struct ParkingTests {
-    /// A broker whose connections park after a second of quiet.
-    private func withParkingBroker(_ body: (Int, MQTTBroker) async throws -> Void) async throws {
-        let configuration = BrokerConfiguration.testing { $0.parkIdleConnections = 1 }
-        let broker = MQTTBroker(configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let addresses = try await broker.start()
-        guard let port = addresses.first?.port else {
-            await broker.shutdown()
-            throw InteropError("the broker bound no address")
-        }
-        do {
-            try await body(port, broker)
-        } catch {
-            await broker.shutdown()
-            throw error
-        }
-        await broker.shutdown()
-    }
-
-    /// The broker's `databus_connections_parked` gauge.
-    private func parked(_ broker: MQTTBroker) -> Int {
-        let text = String(decoding: broker.prometheusText(), as: UTF8.self)
-        for line in text.split(separator: "\n") where line.hasPrefix("databus_connections_parked ") {
-            return Int(Double(line.split(separator: " ")[1]) ?? -1)
-        }
-        return -1
-    }
-
-    /// Waits until `count` connections are parked; throws after `seconds`.
-    private func waitParked(_ broker: MQTTBroker, _ count: Int, within seconds: Double = 10) async throws {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while parked(broker) != count {
-            guard ContinuousClock.now < deadline else {
-                throw InteropError("\(parked(broker)) connections parked after \(seconds) s, expected \(count)")
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
-
     @Test("an idle subscriber parks, its PINGREQ is answered from the lot, and a message brings it back, again and again")
     func parkPingAndWake() async throws {
         try await withParkingBroker { port, broker in
@@ -100,8 +62,7 @@ struct ParkingTests {
     @Test("a parked client silent past its keep alive is closed with 0x8D and its will published")
     func parkedKeepAliveExpires() async throws {
         try await withParkingBroker { port, broker in
-            let watcher = try await connectAccepted(port: port, "will-watcher", keepAlive: 60)
-            try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            let watcher = try await willWatcher(port: port, "will-watcher")
             let will = ConnectPacket.Will(topic: "wills/cam", payload: ByteBuffer(string: "offline"), qos: .atLeastOnce)
             let silent = try await connectAccepted(port: port, "silent-cam", keepAlive: 3, will: will)
             try await waitParked(broker, 2)
@@ -119,8 +80,7 @@ struct ParkingTests {
     @Test("a parked client that goes away has its will published at once")
     func parkedClientGoesAway() async throws {
         try await withParkingBroker { port, broker in
-            let watcher = try await connectAccepted(port: port, "gone-watcher")
-            try await watcher.subscribe("wills/#", qos: .atLeastOnce)
+            let watcher = try await willWatcher(port: port, "gone-watcher")
             let will = ConnectPacket.Will(topic: "wills/gone", payload: ByteBuffer(string: "lost"), qos: .atLeastOnce)
             let leaving = try await connectAccepted(port: port, "gone-cam", keepAlive: 60, will: will)
             try await waitParked(broker, 2)

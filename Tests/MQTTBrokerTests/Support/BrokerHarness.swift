@@ -20,14 +20,29 @@ extension BrokerConfiguration {
 /// Starts a broker with `configuration`, runs `body` with the port of its first listener and
 /// shuts the broker down however `body` ends.
 func withBroker(_ configuration: BrokerConfiguration = .testing(), _ body: (Int) async throws -> Void) async throws {
-    let broker = MQTTBroker(configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    try await withBroker(configuration) { port, _ in try await body(port) }
+}
+
+/// As ``withBroker(_:_:)``, with the broker itself too, on `group` when given.
+func withBroker(
+    _ configuration: BrokerConfiguration,
+    group: (any EventLoopGroup)? = nil,
+    _ body: (Int, MQTTBroker) async throws -> Void
+) async throws {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    let broker =
+        if let group {
+            MQTTBroker(configuration: configuration, logger: logger, eventLoopGroup: group)
+        } else {
+            MQTTBroker(configuration: configuration, logger: logger)
+        }
     let addresses = try await broker.start()
     guard let port = addresses.first?.port else {
         await broker.shutdown()
         throw InteropError("the broker bound no address")
     }
     do {
-        try await body(port)
+        try await body(port, broker)
     } catch {
         await broker.shutdown()
         throw error

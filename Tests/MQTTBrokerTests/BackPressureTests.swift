@@ -30,6 +30,54 @@ struct BackPressureTests {
         channel.pipeline.fireChannelWritabilityChanged()
         #expect(autoRead(channel) == true)
     }
+
+    @Test("a QoS 0 message for a client that does not read what we send waits in its session until the channel is writable again")
+    func messagesWaitWhileUnwritable() throws {
+        var configuration = BrokerConfiguration.standalone
+        configuration.allowAnonymous = true
+        let core = BrokerCore(configuration: configuration, logger: Logger(label: "test.backpressure"), authenticator: nil)
+        let channel = EmbeddedChannel(handler: ConnectionHandler(core: core, listener: SharedListener(index: 0, .init(port: 0))))
+        defer { _ = try? channel.finish() }
+        func send(_ packet: MQTTPacket) throws {
+            var buffer = ByteBuffer()
+            try packet.write(to: &buffer, version: .v5)
+            try channel.writeInbound(buffer)
+            channel.embeddedEventLoop.run()
+        }
+        func written() throws -> [MQTTPacket] {
+            var packets: [MQTTPacket] = []
+            while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
+                while let packet = try MQTTPacket.read(from: &buffer, version: .v5) { packets.append(packet) }
+            }
+            return packets
+        }
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1883)).wait()
+        try send(.connect(ConnectPacket(protocolVersion: .v5, clientIdentifier: "slow-reader")))
+        try send(
+            .subscribe(SubscribePacket(packetIdentifier: 1, subscriptions: [Subscription(topicFilter: "w/#", options: .init(qos: .atMostOnce))]))
+        )
+        #expect(try written().count == 2, "CONNACK and SUBACK")
+
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        _ = core.distributor.publish(
+            ApplicationMessage(topic: "w/1", payload: ByteBuffer(string: "held"), qos: .atMostOnce, retain: false),
+            now: .now()
+        )
+        channel.embeddedEventLoop.run()
+        #expect(try written().isEmpty, "nothing is written to a channel that is not writable")
+
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.embeddedEventLoop.run()
+        let packets = try written()
+        #expect(packets.count == 1)
+        guard case .publish(let publish) = packets.first else {
+            Issue.record("expected the held PUBLISH, got \(packets)")
+            return
+        }
+        #expect(publish.topicName == "w/1")
+    }
 }
 
 /// Publishes `count` numbered QoS 1 messages on `topic`, keeping up to 100 unacknowledged, and

@@ -147,15 +147,18 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Sets up a channel the broker accepted itself (or a parked connection's new channel) and
     /// adds this handler to it.
     func configure(_ channel: any Channel) throws {
-        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
-        try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
-        try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveAllocator)
+        try Self.setOptions(of: channel, configuration)
         try channel.pipeline.syncOperations.addHandler(self)
     }
 
-    /// Each connection keeps its receive buffer between reads: start small (an idle camera
-    /// sends a PINGREQ now and then) and let busy connections grow it.
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65_536)
+    /// The options of every client connection's channel, however it was accepted.
+    static func setOptions(of channel: any Channel, _ configuration: BrokerConfiguration) throws {
+        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
+        try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
+        // Each connection keeps its receive buffer between reads: start small (an idle camera
+        // sends a PINGREQ now and then) and let busy connections grow it.
+        try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65_536))
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         let loopConnections = core.connections.connections(on: context.eventLoop)
@@ -538,7 +541,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The parked connection is back in a new channel, with this new handler.
     private func resumed(_ car: ParkedConnection, context: ChannelHandlerContext) {
         resuming = nil
-        machine.lastActivity = max(machine.lastActivity, car.lastActivity)
+        // Never earlier than the machine's: the lot's copy only moves forward.
+        machine.lastActivity = car.lastActivity
         let request = outlet?.resume(in: context.channel)
         context.fireChannelActive()
         if let close = machine.keepAliveCheck(now: .now()) { return self.close(close, context: context) }

@@ -198,23 +198,11 @@ public final class MQTTBroker: Service, Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                let configuration = core.configuration.value
-                let listener = shared.current(in: configuration)
-                guard connections.open() else {
-                    core.logger.warning("refusing a connection: max_connections \(listener.maxConnections) reached")
-                    return channel.close()
-                }
+                guard connections.open(on: shared, core) else { return channel.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     do {
-                        try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: configuration.setTCPNoDelay ? 1 : 0)
-                        // Each connection keeps its receive buffer between reads: start small (an idle
-                        // camera sends a PINGREQ now and then) and let busy connections grow it.
-                        try channel.syncOptions?.setOption(
-                            .recvAllocator,
-                            value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65_536)
-                        )
+                        try ConnectionHandler.setOptions(of: channel, core.configuration.value)
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler())
                             try channel.pipeline.syncOperations.addHandler(TLSHandshakeMonitor(core: core, listener: tls.name))
@@ -247,8 +235,7 @@ public final class MQTTBroker: Service, Sendable {
         let shared = SharedListener(index: index, bound)
         let parking = ParkingContext(core: core, listener: shared, connections: connections, lot: lot)
         let accepted: @Sendable (CInt) -> Void = { descriptor in
-            guard connections.open() else {
-                core.logger.warning("refusing a connection: max_connections \(shared.current(in: core.configuration.value).maxConnections) reached")
+            guard connections.open(on: shared, core) else {
                 _ = Glibc.close(descriptor)
                 return
             }
@@ -326,12 +313,17 @@ final class ManagedConnectionCount: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
-    func open() -> Bool {
-        count.withLockedValue { count in
+    /// Counts a connection `listener` accepted; false (logged) when its `max_connections` is reached.
+    func open(on listener: SharedListener, _ core: BrokerCore) -> Bool {
+        let opened = count.withLockedValue { count in
             guard limit < 0 || count < limit else { return false }
             count += 1
             return true
         }
+        if !opened {
+            core.logger.warning("refusing a connection: max_connections \(listener.current(in: core.configuration.value).maxConnections) reached")
+        }
+        return opened
     }
 
     func close() { count.withLockedValue { $0 -= 1 } }

@@ -13,12 +13,13 @@ import Musl
 /// Where idle plain-TCP connections wait outside SwiftNIO (our key `park_idle_connections`).
 ///
 /// A SwiftNIO channel costs about 2 KB whether or not anything happens on it. A connection
-/// that has been quiet for a while hands its socket (a duplicate of the descriptor) to the lot
-/// and its channel is closed; the session, the ``ConnectionHandler`` and the ``SessionOutlet``
-/// stay. One thread watches every parked socket with an epoll set of its own: a lone PINGREQ
-/// is answered here; anything else the client sends, a packet the broker must send it, a close
-/// request or its keep alive running out gives the socket back to its event loop in a new
-/// channel with the same handler (``ParkedConnection/resume()``).
+/// that has been quiet for a while hands its socket (a duplicate of the descriptor) to the lot;
+/// its channel and its ``ConnectionHandler`` go, the session and the ``SessionOutlet`` stay,
+/// and a ``ParkedConnection`` keeps what a new handler needs. One thread watches every parked
+/// socket with an epoll set of its own: a lone PINGREQ is answered here; anything else the
+/// client sends, a packet the broker must send it, a close request or its keep alive running
+/// out gives the socket back to its event loop in a new channel with a new handler
+/// (``ParkedConnection/resume()``).
 ///
 /// The same thread accepts the connections of the plain-TCP listeners: SwiftNIO does not tell
 /// a channel's descriptor, so the broker accepts them itself and hands each to an event loop
@@ -89,9 +90,6 @@ final class ParkingLot: Sendable {
         thread.start()
         thread.submit { [self] _ in run() }
     }
-
-    /// How many connections are parked now.
-    var count: Int { state.withLock { $0.parked.count } }
 
     // MARK: Parking
 
@@ -289,7 +287,8 @@ final class ParkingLot: Sendable {
                 }
             }
             let now = NIODeadline.now()
-            if now - lastSweep >= Self.sweepInterval {
+            let sweep = now - lastSweep >= Self.sweepInterval
+            if sweep {
                 lastSweep = now
                 state.withLock { state in
                     for (id, car) in state.parked where car.keepAliveExpired(now: now) {
@@ -304,7 +303,7 @@ final class ParkingLot: Sendable {
             for car in resume { car.resume() }
             for (id, listener) in accepting { accept(on: listener, id: id) }
             resumeListeners(now: now)
-            if now == lastSweep { trimAfterParking() }
+            if sweep { trimAfterParking() }
         }
     }
 
@@ -324,9 +323,9 @@ final class ParkingLot: Sendable {
         }
     }
 
-    /// Channels freed by parking leave small free chunks that malloc keeps (in its fast bins,
-    /// unmerged, so no page of them is ever given back): at the end of each sweep for 3 s after
-    /// connections parked, malloc merges them and gives whole free pages back to the system.
+    /// Channels freed by parking leave free chunks whose pages malloc keeps (it gives back
+    /// only the top of an arena on its own): at the end of each sweep for 3 s after
+    /// connections parked, malloc gives the whole free pages inside its arenas back too.
     private func trimAfterParking() {
         let trim = state.withLock { state in
             guard state.trimsLeft > 0 else { return false }
@@ -336,9 +335,8 @@ final class ParkingLot: Sendable {
         #if canImport(Glibc)
         guard trim else { return }
         malloc_trim(0)
-        // malloc_trim does not shrink the top of a thread's arena (this thread's holds the
-        // channels), and merging the fast bins into it does not either; freeing a block of
-        // 64 KB or more does: malloc then gives the arena's free top back.
+        // malloc_trim leaves the free top of a thread's arena (this thread's holds the
+        // channels); a free of 64 KB or more makes malloc give it back.
         free(malloc(96 << 10))
         #endif
     }

@@ -36,20 +36,35 @@ struct ConnectionStateMachine {
         case closed
     }
 
-    /// What the connection agreed on at CONNECT and keeps until it ends.
+    /// What the connection agreed on at CONNECT and keeps until it ends. (The small fields
+    /// last, together: parked connections keep this, and padding between them cost 16 bytes.)
     struct Connected {
         let clientID: String
-        let version: MQTTProtocolVersion
         var will: ConnectPacket.Will?
-        /// Seconds the session outlives the connection (`UInt32.max`: for ever).
-        var sessionExpiry: UInt32
         /// Topic aliases the client set (5.0), by alias.
         var topicAliases: [UInt16: String] = [:]
+        /// Seconds the session outlives the connection (`UInt32.max`: for ever).
+        var sessionExpiry: UInt32
+        let version: MQTTProtocolVersion
         /// The client sent DISCONNECT.
         var cleanDisconnect = false
         /// A 3.1/3.1.1 bridge from another broker (protocol level | 0x80): its subscriptions are
         /// no-local and retain-as-published, as mosquitto makes them, so nothing loops back.
         var isBridge = false
+
+        init(
+            clientID: String,
+            version: MQTTProtocolVersion,
+            will: ConnectPacket.Will?,
+            sessionExpiry: UInt32,
+            isBridge: Bool = false
+        ) {
+            self.clientID = clientID
+            self.version = version
+            self.will = will
+            self.sessionExpiry = sessionExpiry
+            self.isBridge = isBridge
+        }
     }
 
     /// The limits every PUBLISH is checked against, copied from the configuration when the
@@ -117,31 +132,25 @@ struct ConnectionStateMachine {
     var isQuiet: Bool { phase == .connected && pending.isEmpty && held.isEmpty && waitingForSubscribers == 0 }
 
     /// What a quiet machine is made of while its connection is parked (the rest is empty
-    /// then): kept instead of the whole machine, which ``init(resuming:)`` makes again.
+    /// then): kept instead of the whole machine, which ``init(resuming:limits:lastActivity:)``
+    /// makes again. Neither the limits (the configuration the connection keeps gives them) nor
+    /// the last activity (the parking lot keeps it up to date) are in it.
     struct Parked {
         let connected: Connected
-        let limits: PublishLimits
         let keepAlive: UInt16
-        let lastActivity: NIODeadline
         let receiveMaximumWarned: Bool
     }
 
     /// The machine as a parked connection keeps it; nil unless it is quiet (``isQuiet``).
     var parked: Parked? {
         guard isQuiet, let connected else { return nil }
-        return Parked(
-            connected: connected,
-            limits: limits,
-            keepAlive: keepAlive,
-            lastActivity: lastActivity,
-            receiveMaximumWarned: receiveMaximumWarned
-        )
+        return Parked(connected: connected, keepAlive: keepAlive, receiveMaximumWarned: receiveMaximumWarned)
     }
 
     /// The machine of a parked connection coming back.
-    init(resuming parked: Parked) {
-        self.limits = parked.limits
-        self.lastActivity = parked.lastActivity
+    init(resuming parked: Parked, limits: PublishLimits, lastActivity: NIODeadline) {
+        self.limits = limits
+        self.lastActivity = lastActivity
         self.phase = .connected
         self.connected = parked.connected
         self.keepAlive = parked.keepAlive

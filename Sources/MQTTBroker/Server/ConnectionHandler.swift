@@ -23,9 +23,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     /// Asks the handler, on its event loop, to close its connection telling a 5.0 client `reason`.
-    struct CloseRequest: Sendable {
-        var reason: ReasonCode
-        var why: String
+    /// (An object: a parked connection keeps an optional one, 8 bytes rather than 24.)
+    final class CloseRequest: Sendable {
+        let reason: ReasonCode
+        let why: String
+
+        init(reason: ReasonCode, why: String) {
+            self.reason = reason
+            self.why = why
+        }
     }
 
     /// How long a connection the broker closed stays open for reading after the broker's
@@ -53,7 +59,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var session: Session?
     private var outlet: SessionOutlet?
     /// Who is at the other end, for the log.
-    private var peer: SocketAddress?
+    private var peer: PeerAddress?
     private var clientID: String?
     private var connectTimeout: Scheduled<Void>?
     /// Its event loop's connections, while this one is open.
@@ -106,7 +112,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let decoder: MQTTPacketDecoder
         let session: Session
         let outlet: SessionOutlet
-        let peer: SocketAddress?
+        let peer: PeerAddress?
     }
 
     /// A handler for `car`, a parked connection coming back in a new channel.
@@ -117,7 +123,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.boundListener = resumption.parking.listener
         self.connections = resumption.parking.connections
         self.parking = resumption.parking
-        self.machine = ConnectionStateMachine(resuming: resumption.machine)
+        self.machine = ConnectionStateMachine(
+            resuming: resumption.machine,
+            limits: .init(resumption.snapshot.value),
+            lastActivity: car.lastActivity
+        )
         self.decoder = resumption.decoder
         self.session = resumption.session
         self.outlet = resumption.outlet
@@ -132,7 +142,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// cost an idle connection about 900 bytes.
     private var logger: Logger {
         var logger = core.logger
-        if let peer { logger[metadataKey: "peer"] = "\(peer)" }
+        if let peer = peer?.socketAddress { logger[metadataKey: "peer"] = "\(peer)" }
         if let clientID { logger[metadataKey: "client"] = "\(clientID)" }
         return logger
     }
@@ -165,12 +175,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         loopConnections.add(self, context: context)
         self.loopConnections = loopConnections
         if let resuming { return resumed(resuming, context: context) }
-        // A copy: the channel's own may have been made on the parking lot's thread (which
-        // accepted the connection), and kept it would hold that thread's memory.
-        peer = context.channel.remoteAddress.map { address in
-            guard let ip = address.ipAddress, let port = address.port else { return address }
-            return (try? SocketAddress(ipAddress: ip, port: port)) ?? address
-        }
+        // Not the channel's own address object: it may have been made on the parking lot's
+        // thread (which accepted the connection), and kept it would hold that thread's memory.
+        peer = context.channel.remoteAddress.flatMap(PeerAddress.init)
         let seconds = Int64(configuration.connectTimeout)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         connectTimeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
@@ -521,7 +528,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 session: session,
                 outlet: outlet,
                 peer: peer
-            )
+            ),
+            lastActivity: machine.lastActivity
         )
         let lot = parking.lot
         guard outlet.park(as: car) else {

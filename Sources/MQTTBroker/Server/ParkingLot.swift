@@ -400,23 +400,24 @@ final class OwnListener: Sendable {
 final class ParkedConnection: @unchecked Sendable {
     /// The duplicate of the channel's descriptor that keeps the TCP connection while parked.
     let descriptor: CInt
+    /// Set by ``ParkingLot/park(_:)``; the lot's lock guards it and `parkingID`.
+    var wokenEarly = false
+    /// Set on the event loop when the resumed connection's handler is made.
+    private var handlerMade = false
+    /// (The three above share 8 bytes; thousands of connections park.)
     /// Read on the event loop that resumes the connection only.
     let resumption: ConnectionHandler.Resumption
     /// The last packet from the client; the lot's lock guards it while parked.
     var lastActivity: NIODeadline
-    /// Set by ``ParkingLot/park(_:)``; the lot's lock guards it and `wokenEarly`.
     var parkingID: UInt64 = 0
-    var wokenEarly = false
     /// A close asked for while parked (by a takeover, a reload, shutdown), for the handler once
     /// the connection is back; guarded by the connection's ``SessionOutlet``'s lock.
     var closeRequest: ConnectionHandler.CloseRequest?
-    /// Set on the event loop when the resumed connection's handler is made.
-    private var handlerMade = false
 
-    init(descriptor: CInt, resumption: ConnectionHandler.Resumption) {
+    init(descriptor: CInt, resumption: ConnectionHandler.Resumption, lastActivity: NIODeadline) {
         self.descriptor = descriptor
         self.resumption = resumption
-        self.lastActivity = resumption.machine.lastActivity
+        self.lastActivity = lastActivity
     }
 
     /// Something is to be written to the connection or it is to be closed: back to its event loop.

@@ -50,7 +50,7 @@ protocol OutboundEffects {
 /// says so, and the publishers that fed it stop until the backlog falls to ``Limits/lowWater``
 /// (``OutboundEffects/drained()``).
 struct OutboundMessages {
-    struct Limits: Equatable {
+    struct Limits: Hashable, Sendable {
         /// Queued copies allowed (0: no limit).
         var maxQueuedMessages: Int
         /// Queued payload bytes allowed (0: no limit).
@@ -63,6 +63,9 @@ struct OutboundMessages {
         var memoryWindow: Int = 1000
         /// Payload bytes kept in memory ahead of the connection while the store holds the rest.
         var memoryWindowBytes: Int = 4 << 20
+
+        /// The copies sessions share (see ``SharedValue``).
+        static let shared = SharedValues<Limits>()
     }
 
     /// One copy of a message for this client.
@@ -115,9 +118,11 @@ struct OutboundMessages {
         var storedIdentifier: UInt16?
     }
 
-    var limits: Limits
-    /// Whether the store keeps this session's QoS 1/2 copies (persistent session, persistence on).
-    var usesStore = false
+    var limits: Limits {
+        get { sharedLimits.value }
+        set { sharedLimits = Limits.shared.share(newValue) }
+    }
+    private var sharedLimits: SharedValue<Limits>
 
     private var inflight = OrderedDictionary<UInt16, Outgoing>()
     private var queue = Deque<Message>()
@@ -132,12 +137,15 @@ struct OutboundMessages {
     private(set) var fetching = false
     /// Back-pressure: the backlog passed the high-water mark and has not fallen to the low one.
     private(set) var congested = false
+    /// Whether the store keeps this session's QoS 1/2 copies (persistent session, persistence on).
+    /// (The flags and the identifier sit together: apart, each would take 8 bytes.)
+    var usesStore = false
     private var lastPacketIdentifier: UInt16 = 0
     /// Identifiers given to copies not yet in flight.
     private var reservedIdentifiers = Set<UInt16>()
 
     init(limits: Limits) {
-        self.limits = limits
+        self.sharedLimits = Limits.shared.share(limits)
     }
 
     /// Copies waiting (in memory and in the store).

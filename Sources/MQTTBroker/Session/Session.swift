@@ -39,7 +39,7 @@ final class SessionEnvironment: Sendable {
 /// session decided on.
 final class Session: @unchecked Sendable {
     /// Per-client bounds from the configuration.
-    struct Limits: Sendable, Equatable {
+    struct Limits: Hashable, Sendable {
         var maxInflight: Int
         /// `max_queued_messages` when set; see ``outbound(usesStore:persistent:)`` for the defaults.
         var maxQueuedMessages: Int?
@@ -53,6 +53,9 @@ final class Session: @unchecked Sendable {
         /// publishers feeding it stop being read, and at which they go on.
         static let highWater = 256
         static let lowWater = 128
+        /// The copies sessions share (see ``SharedValue``).
+        static let shared = SharedValues<Limits>()
+
         /// mosquitto's default `max_queued_messages`.
         static let mosquittoQueueLimit = 1000
         /// The default for clients whose session ends with their connection, with
@@ -109,34 +112,39 @@ final class Session: @unchecked Sendable {
 
     let clientID: String
     private let lock = InlineLock()
+    // Guarded by `lock`; next to it, where four bytes would otherwise be padding.
+    /// Seconds the session outlives its connection; `UInt32.max` means for ever.
+    private var expiryIntervalStorage: UInt32 = 0
     private let environment: SessionEnvironment
 
     // Everything below is guarded by `lock`.
-    private var limits: Limits
+    private var limits: Limits {
+        get { sharedLimits.value }
+        set { sharedLimits = Limits.shared.share(newValue) }
+    }
+    private var sharedLimits: SharedValue<Limits>
     private var accessStorage: ClientAccess?
     private var identityStorage: Identity?
     private var outlet: SessionOutlet?
     private var outbound: OutboundMessages
     private var subscriptionStates: [String: SubscriptionState] = [:]
     private var awaitingRelease = Set<UInt16>()
-    /// Seconds the session outlives its connection; `UInt32.max` means for ever.
-    private var expiryIntervalStorage: UInt32 = 0
     /// Out of line, as the delayed will: set only while the session waits for its client.
     private var expiryTask: ExpiryTask?
     /// Out of line: rare, and inline it would cost every session ~100 bytes.
     private var delayedWill: DelayedWill?
-    private var ended = false
-    /// A bridge's session: it never holds publishers back (see ``forwardsToBridge()``).
-    private var isBridge = false
     /// Messages dropped for this client: made at the first drop (most sessions have none,
     /// and inline it would cost every session 32 bytes).
     private var dropRecord: DropRecord?
     /// Publishers waiting for this client's backlog to drain (back-pressure).
     private var drainWaiters: [@Sendable () -> Void] = []
+    private var ended = false
+    /// A bridge's session: it never holds publishers back (see ``forwardsToBridge()``).
+    private var isBridge = false
 
     init(clientID: String, limits: Limits, environment: SessionEnvironment) {
         self.clientID = clientID
-        self.limits = limits
+        self.sharedLimits = Limits.shared.share(limits)
         self.environment = environment
         self.outbound = OutboundMessages(limits: limits.outbound(usesStore: false, persistent: false))
     }

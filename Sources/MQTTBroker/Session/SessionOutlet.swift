@@ -9,33 +9,40 @@ import NIOCore
 /// it holds its lock: the order of hand-over is the order on the wire, and no channel event
 /// can re-enter the session during it.
 final class SessionOutlet: @unchecked Sendable {
+    // Wide fields first, the narrow ones together at the end: every connected client (parked
+    // or not) has an outlet, and the padding between them cost 40 bytes.
+
     /// The connection's event loop (a parked connection comes back on the same one).
     let eventLoop: any EventLoop
-    let protocolVersion: MQTTProtocolVersion
-    /// The client's maximum packet size (5.0 CONNECT property), if it set one.
-    let clientMaximumPacketSize: Int?
-    /// How many QoS 1/2 messages may be in flight to the client (our limit and its receive maximum).
-    let sendQuota: Int
-    private let statistics: BrokerStatistics
-    /// Guards `attached`, `pending`, `drainScheduled`, `parkedAs`, `woken` and the parked
-    /// connection's close request.
-    private let lock = InlineLock()
     /// The connection's channel; nil while the connection is parked (``ParkingLot``).
     private var attached: (any Channel)?
+    /// Changes each PUBLISH before it is encoded (a bridge maps topics); nil for clients.
+    private let rewriter: (any PublishRewriter)?
+    private let statistics: BrokerStatistics
     private var pending: [MQTTPacket] = []
-    private var drainScheduled = false
     /// While parked: the connection in the lot, woken (once: `woken`) when something is to
     /// be written or a close is asked for; it carries the close request back.
     private var parkedAs: ParkedConnection?
-    private var woken = false
-    /// Topic aliases the client accepts from us (its 5.0 topic alias maximum).
-    private let topicAliasMaximum: UInt16
     /// Aliases given so far; touched only on the connection's event loop (in `drain`).
     private var topicAliases: [String: UInt16] = [:]
-    /// Changes each PUBLISH before it is encoded (a bridge maps topics); nil for clients.
-    private let rewriter: (any PublishRewriter)?
     /// When the last batch was written; on the event loop only.
     private(set) var lastWrite = NIODeadline.now()
+    /// The client's maximum packet size; 0 when it set none (0 is not a size it may set).
+    private let maximumPacketSize: UInt32
+    /// Guards `attached`, `pending`, `drainScheduled`, `parkedAs`, `woken` and the parked
+    /// connection's close request.
+    private let lock = InlineLock()
+    private let quota: Int32
+    /// Topic aliases the client accepts from us (its 5.0 topic alias maximum).
+    private let topicAliasMaximum: UInt16
+    let protocolVersion: MQTTProtocolVersion
+    private var drainScheduled = false
+    private var woken = false
+
+    /// The client's maximum packet size (5.0 CONNECT property), if it set one.
+    var clientMaximumPacketSize: Int? { maximumPacketSize == 0 ? nil : Int(maximumPacketSize) }
+    /// How many QoS 1/2 messages may be in flight to the client (our limit and its receive maximum).
+    var sendQuota: Int { Int(quota) }
 
     init(
         channel: any Channel,
@@ -49,8 +56,8 @@ final class SessionOutlet: @unchecked Sendable {
         self.attached = channel
         self.eventLoop = channel.eventLoop
         self.protocolVersion = protocolVersion
-        self.clientMaximumPacketSize = clientMaximumPacketSize
-        self.sendQuota = sendQuota
+        self.maximumPacketSize = clientMaximumPacketSize.map { UInt32(clamping: max($0, 1)) } ?? 0
+        self.quota = Int32(clamping: sendQuota)
         self.topicAliasMaximum = protocolVersion == .v5 ? topicAliasMaximum : 0
         self.statistics = statistics
         self.rewriter = rewriter

@@ -14,6 +14,9 @@ struct BenchCommand: AsyncParsableCommand {
               fanout  1 publisher -> M subscribers on one topic (--subscribers M)
               pairs   N publisher/subscriber pairs, a topic each
               conns   open --connections N idle connections and hold them for --duration
+              wake    as conns, each connection subscribed to one topic at QoS 1; after --duration one
+                      message to all of them: its latency to each (p50, p99, max; parked connections
+                      come back for it), and copies lost or duplicated
               ingest  --publishers N simulated cameras publish seed-format detections (QoS 1) to a running
                       LPR server and wait for each detection/ack: detections stored and acked per second,
                       publish -> ack latency (--inflight: detections waiting per camera; --rate per camera)
@@ -30,12 +33,13 @@ struct BenchCommand: AsyncParsableCommand {
               databus bench fanout --subscribers 50 --broker-pid $(pidof mosquitto)
               databus bench fanin --qos 1 --rate 1000 --publishers 8    # latency at 8,000 msg/s
               databus bench conns --connections 10000 --broker-pid 1234
+              databus bench wake --connections 10000 --duration 15
               databus bench ingest --publishers 20 --duration 10 --server-pid $(pidof databus)
               databus bench client --port 1883 --messages 100000 --size 80 --backlog 360000
             """
     )
 
-    @Argument(help: "fanin, fanout, pairs, conns, ingest or client.")
+    @Argument(help: "fanin, fanout, pairs, conns, wake, ingest or client.")
     var scenario: String
 
     @Option(name: .customLong("host"), help: "Broker host.")
@@ -65,10 +69,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Subscribers (fanin, fanout).")
     var subscribers = 1
 
-    @Option(help: "Connections to hold (conns).")
+    @Option(help: "Connections to hold (conns, wake).")
     var connections = 1_000
 
-    @Option(name: .customLong("keep-alive"), help: "Keep alive of the held connections, in seconds (conns; 0 = none).")
+    @Option(name: .customLong("keep-alive"), help: "Keep alive of the held connections, in seconds (conns, wake; 0 = none).")
     var keepAlive: UInt16 = 60
 
     @Option(name: .customLong("mqtt-version"), help: "3.1.1 or 5.")
@@ -109,7 +113,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard scenario == "client" || BenchConfiguration.Scenario(rawValue: scenario) != nil else {
-            throw ValidationError("unknown scenario \(scenario); use fanin, fanout, pairs, conns, ingest or client")
+            throw ValidationError("unknown scenario \(scenario); use fanin, fanout, pairs, conns, wake, ingest or client")
         }
         if scenario == "client" {
             guard size >= 1, messages >= 1, backlog >= 1, rounds >= 1 else {

@@ -104,6 +104,29 @@ struct BenchTests {
         }
     }
 
+    @Test("wake: one message reaches every held subscriber once, each with its latency", arguments: [MQTTProtocolVersion.v3_1_1, .v5])
+    func wake(version: MQTTProtocolVersion) async throws {
+        try await Mosquitto.with { mosquitto in
+            let report = try await run(
+                {
+                    $0.scenario = .wake
+                    $0.version = version
+                    $0.connections = 200
+                    $0.duration = .milliseconds(100)
+                },
+                against: mosquitto
+            )
+            #expect(report.connections == 200)
+            #expect(report.expected == 200)
+            #expect(report.received == 200)
+            #expect(report.lost == 0)
+            #expect(report.duplicates == 0)
+            #expect(report.p50Microseconds > 0)
+            #expect(report.maxMicroseconds >= report.p99Microseconds)
+            #expect(report.messagesPerSecond > 0)
+        }
+    }
+
     @Test("a refused connection is an error, not a hang")
     func refused() async throws {
         try await Mosquitto.with(extraConfiguration: "allow_anonymous false\n") { mosquitto in

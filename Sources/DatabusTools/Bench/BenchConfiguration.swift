@@ -11,6 +11,10 @@ public struct BenchConfiguration: Sendable {
         case pairs
         /// N idle connections held open (the broker's RSS per connection with a PID).
         case conns
+        /// N idle connections subscribed to one topic at QoS 1, held for the duration (long
+        /// enough for a broker to park them), then one message to all of them: how long each
+        /// copy takes to arrive.
+        case wake
         /// The LPR server's ingest path (reserved until the LPR server lands).
         case ingest
     }
@@ -29,7 +33,7 @@ public struct BenchConfiguration: Sendable {
     public var duration: Duration = .seconds(10)
     public var publishers = 8
     public var subscribers = 1
-    /// For `conns`: connections to open and hold.
+    /// For `conns` and `wake`: connections to open and hold.
     public var connections = 1_000
     /// For `conns`: the keep alive the idle connections ask for, in seconds (cameras use 60;
     /// the generator answers none of them within a run shorter than 1.5 times it).

@@ -1,4 +1,5 @@
 import MQTTCore
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Monotonic nanoseconds, shared by publishers and subscribers of one generator process.
@@ -356,25 +357,126 @@ final class BenchSubscriber: ChannelInboundHandler, @unchecked Sendable {
     func result() -> (SubscriberTally, LatencyRecorder) { (tally, histogram) }
 }
 
-/// An idle connection for `conns`: connects, then only answers what the broker sends.
+/// An idle connection for `conns`: connects, then only answers what the broker sends. For
+/// `wake` it also subscribes to one topic at QoS 1 (ready at its SUBACK) and records how long
+/// each message it gets took from its publisher (`deliveries`).
 final class BenchIdleClient: ChannelInboundHandler {
     typealias InboundIn = MQTTPacket
+    typealias OutboundOut = ByteBuffer
     private let connected: EventLoopPromise<Void>
+    private let subscription: (filter: String, version: MQTTProtocolVersion, deliveries: BenchDeliveries)?
+    /// The `wake` message came (a second copy is a duplicate).
+    private var received = false
 
-    init(connected: EventLoopPromise<Void>) { self.connected = connected }
+    init(
+        connected: EventLoopPromise<Void>,
+        subscribeTo filter: String? = nil,
+        version: MQTTProtocolVersion = .v3_1_1,
+        deliveries: BenchDeliveries? = nil
+    ) {
+        self.connected = connected
+        self.subscription = filter.flatMap { filter in deliveries.map { (filter, version, $0) } }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .connack(let connack) = unwrapInboundIn(data) {
+        switch unwrapInboundIn(data) {
+        case .connack(let connack):
             if connack.reasonCode.isFailure {
                 connected.fail(BenchError("the broker refused the connection: \(connack.reasonCode)"))
+            } else if let subscription {
+                let subscribe = SubscribePacket(
+                    packetIdentifier: 1,
+                    subscriptions: [.init(topicFilter: subscription.filter, options: SubscriptionOptions(qos: .atLeastOnce))]
+                )
+                write(.subscribe(subscribe), context: context)
             } else {
                 connected.succeed()
             }
+        case .suback(let suback):
+            if suback.reasonCodes.first?.isFailure ?? true {
+                connected.fail(BenchError("the broker refused the subscription: \(suback.reasonCodes)"))
+            } else {
+                connected.succeed()
+            }
+        case .publish(let publish):
+            guard let subscription else { return }
+            let now = benchNow()
+            if received {
+                subscription.deliveries.duplicate()
+            } else if let header = publish.payload.withUnsafeReadableBytes({ BenchPayload.read($0) }) {
+                received = true
+                subscription.deliveries.record(nanoseconds: now >= header.sentAt ? now - header.sentAt : 0)
+            }
+            if let packetIdentifier = publish.packetIdentifier, publish.qos != .atMostOnce {
+                write(.puback(PubAckPacket(packetIdentifier: packetIdentifier)), context: context)
+            }
+        default:
+            break
         }
+    }
+
+    private func write(_ packet: MQTTPacket, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        try? packet.write(to: &buffer, version: subscription?.version ?? .v3_1_1)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         connected.fail(error)
+        context.close(promise: nil)
+    }
+}
+
+/// What the `wake` scenario's subscribers received: one latency per delivery.
+final class BenchDeliveries: Sendable {
+    private let recorder = NIOLockedValueBox((latencies: LatencyRecorder(), duplicates: 0))
+
+    func record(nanoseconds: UInt64) { recorder.withLockedValue { $0.latencies.record(nanoseconds: nanoseconds) } }
+
+    func duplicate() { recorder.withLockedValue { $0.duplicates += 1 } }
+
+    var latencies: LatencyRecorder { recorder.withLockedValue { $0.latencies } }
+    var duplicates: Int { recorder.withLockedValue { $0.duplicates } }
+}
+
+/// The `wake` scenario's publisher: sends one QoS 1 message once connected, and is done at its PUBACK.
+final class BenchOneMessage: ChannelInboundHandler {
+    typealias InboundIn = MQTTPacket
+    typealias OutboundOut = ByteBuffer
+    private let topic: String
+    private let size: Int
+    private let version: MQTTProtocolVersion
+    private let acknowledged: EventLoopPromise<Void>
+
+    init(topic: String, size: Int, version: MQTTProtocolVersion, acknowledged: EventLoopPromise<Void>) {
+        self.topic = topic
+        self.size = size
+        self.version = version
+        self.acknowledged = acknowledged
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .connack(let connack):
+            guard !connack.reasonCode.isFailure else {
+                return acknowledged.fail(BenchError("the broker refused the publisher: \(connack.reasonCode)"))
+            }
+            var payload = context.channel.allocator.buffer(capacity: size)
+            payload.writeRepeatingByte(0x2E, count: size)
+            payload.withUnsafeMutableReadableBytes { BenchPayload.write(sentAt: benchNow(), sequence: 0, publisher: 0, into: $0) }
+            var buffer = context.channel.allocator.buffer(capacity: size + topic.utf8.count + 16)
+            let publish = PublishPacket(topicName: topic, payload: payload, qos: .atLeastOnce, packetIdentifier: 1)
+            try? MQTTPacket.publish(publish).write(to: &buffer, version: version)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        case .puback:
+            acknowledged.succeed()
+        default:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        acknowledged.fail(error)
         context.close(promise: nil)
     }
 }

@@ -100,6 +100,13 @@ public struct BenchReport: Sendable, Codable {
         if let connections {
             rows.append(("connections", "\(connections)"))
             if let bytesPerConnection { rows.append(("broker RSS per connection", String(format: "%.2f KB", bytesPerConnection / 1024))) }
+            if expected > 0 {
+                rows += [
+                    ("expected / received", "\(expected) / \(received)"),
+                    ("lost / duplicates", "\(lost) / \(duplicates)"),
+                    ("latency p50 / p99 / max", "\(p50Microseconds) / \(p99Microseconds) / \(maxMicroseconds) µs"),
+                ]
+            }
         } else {
             rows += [
                 ("publishers / subscribers", "\(publishers) / \(subscribers)"),

@@ -18,7 +18,7 @@ public struct BenchRunner: Sendable {
         do {
             let report: BenchReport
             switch configuration.scenario {
-            case .conns: report = try await runConnections(group)
+            case .conns, .wake: report = try await runConnections(group)
             case .ingest: throw BenchError("the ingest scenario arrives with the LPR server")
             case .fanin, .fanout, .pairs: report = try await runMessages(group)
             }
@@ -210,10 +210,17 @@ public struct BenchRunner: Sendable {
 
     // MARK: Idle connections
 
+    /// `conns`: the connections held, and the broker's RSS growth per connection. `wake`: the
+    /// same connections subscribed to one topic, then one message to all of them once they
+    /// were held for the duration: its latency to each (p50, p99, max), deliveries per second
+    /// until the last one arrived, and how many never did within the drain timeout (`lost`).
     private func runConnections(_ group: MultiThreadedEventLoopGroup) async throws -> BenchReport {
         let ssl = try sslContext()
         let run = UUID().uuidString.prefix(8)
         let keepAlive = configuration.connectionKeepAlive
+        let version = configuration.version
+        let wakeTopic = configuration.scenario == .wake ? "bench/wake/\(run)" : nil
+        let deliveries = BenchDeliveries()
         let before = configuration.brokerPID.flatMap { ProcessSample.take($0) }
         var channels: [any Channel] = []
         defer { for channel in channels { channel.close(promise: nil) } }
@@ -229,9 +236,9 @@ public struct BenchRunner: Sendable {
                         let connected = loop.makePromise(of: Void.self)
                         let channel = try await open(on: loop, clientID: "bench-idle-\(run)-\(index)", ssl: ssl, keepAlive: keepAlive, decoded: true)
                         {
-                            BenchIdleClient(connected: connected)
+                            BenchIdleClient(connected: connected, subscribeTo: wakeTopic, version: version, deliveries: deliveries)
                         }
-                        try await withTimeout(connected.futureResult, "connection \(index) did not get its CONNACK")
+                        try await withTimeout(connected.futureResult, "connection \(index) did not get its CONNACK (or SUBACK)")
                         return channel
                     }
                 }
@@ -248,25 +255,43 @@ public struct BenchRunner: Sendable {
         let after = configuration.brokerPID.flatMap { ProcessSample.take($0) }
         var perConnection: Double?
         if let before, let after { perConnection = Double(after.rssKilobytes - before.rssKilobytes) * 1024 / Double(channels.count) }
+        var latencies = LatencyRecorder()
+        if let wakeTopic {
+            let loop = group.next()
+            let acknowledged = loop.makePromise(of: Void.self)
+            let size = configuration.size
+            let publisher = try await open(on: loop, clientID: "bench-wake-\(run)", ssl: ssl, decoded: true) {
+                BenchOneMessage(topic: wakeTopic, size: size, version: version, acknowledged: acknowledged)
+            }
+            defer { publisher.close(promise: nil) }
+            try await withTimeout(acknowledged.futureResult, "the message to the held connections was not acknowledged")
+            let deadline = ContinuousClock.now + configuration.drainTimeout
+            while deliveries.latencies.count < UInt64(channels.count) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            latencies = deliveries.latencies
+        }
+        let received = Int(latencies.count)
+        let lastSeconds = Double(latencies.max) / 1_000_000
         return BenchReport(
             label: configuration.label,
             scenario: configuration.scenario.rawValue,
-            qos: 0,
-            size: 0,
-            publishers: 0,
-            subscribers: 0,
-            seconds: 0,
-            sent: 0,
-            expected: 0,
-            received: 0,
-            lost: 0,
-            duplicates: 0,
+            qos: wakeTopic == nil ? 0 : 1,
+            size: wakeTopic == nil ? 0 : configuration.size,
+            publishers: wakeTopic == nil ? 0 : 1,
+            subscribers: wakeTopic == nil ? 0 : channels.count,
+            seconds: lastSeconds,
+            sent: wakeTopic == nil ? 0 : 1,
+            expected: wakeTopic == nil ? 0 : channels.count,
+            received: received,
+            lost: wakeTopic == nil ? 0 : channels.count - received,
+            duplicates: deliveries.duplicates,
             reordered: 0,
-            messagesPerSecond: 0,
-            p50Microseconds: 0,
-            p99Microseconds: 0,
-            p999Microseconds: 0,
-            maxMicroseconds: 0,
+            messagesPerSecond: lastSeconds > 0 ? Double(received) / lastSeconds : 0,
+            p50Microseconds: latencies.percentile(50),
+            p99Microseconds: latencies.percentile(99),
+            p999Microseconds: latencies.percentile(99.9),
+            maxMicroseconds: latencies.max,
             brokerCPUPercent: nil,
             brokerRSSKilobytes: after?.rssKilobytes,
             generatorCPUPercent: nil,

@@ -16,8 +16,9 @@ import Musl
 /// top back; and the trim threshold, which grows with every large block freed, keeps freed
 /// heap tops. With `glibc.malloc.tcache_count=0`, `glibc.malloc.mxfast=0` and a fixed
 /// `glibc.malloc.trim_threshold`, the parking lot's arena empties and is given back when the
-/// connections park (10,000 idle connections: 1.46-1.53 KB each; 1.67-1.86 KB with the fast
-/// bins, 3.85 KB with glibc's defaults).
+/// connections park (10,000 idle connections: 1.20-1.27 KB each; with the larger parked
+/// record of before, 1.46-1.53 KB, 1.67-1.86 KB with the fast bins, 3.85 KB with glibc's
+/// defaults).
 ///
 /// `DATABUS_MALLOC_TUNING=0` leaves malloc as it is; a `GLIBC_TUNABLES` that already sets
 /// the tcache is left alone (it is the user's). A process in secure mode (setuid, file

@@ -24,7 +24,7 @@ struct ParkedRecordTests {
         #expect(PeerAddress(try SocketAddress(unixDomainSocketPath: "/tmp/databus-peer.sock")) == nil)
     }
 
-    @Test("sessions with the same limits share one copy; different limits stay apart")
+    @Test("sessions with the same limits share one copy; different limits stay apart; a full table starts over")
     func limitsShared() {
         let values = SharedValues<Session.Limits>()
         let limits = Session.Limits(maxInflight: 20, maxQueuedMessages: nil, maxQueuedBytes: 0)
@@ -40,6 +40,10 @@ struct ParkedRecordTests {
             #expect(values.share(distinct).value == distinct)
         }
         #expect(values.share(limits).value == limits)
+        // A full table starts over rather than stop sharing (reloads add values for ever).
+        var late = limits
+        late.maxInflight = 99_999
+        #expect(values.share(late) === values.share(late))
     }
 
     @Test("a session keeps the queue limit it was given while others change theirs")

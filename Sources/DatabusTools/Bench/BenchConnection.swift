@@ -450,7 +450,7 @@ final class BenchOneMessage: ChannelInboundHandler {
 
     init(topic: String, size: Int, version: MQTTProtocolVersion, acknowledged: EventLoopPromise<Void>) {
         self.topic = topic
-        self.size = size
+        self.size = max(size, BenchPayload.headerSize)
         self.version = version
         self.acknowledged = acknowledged
     }

@@ -115,33 +115,36 @@ final class ParkingLot: Sendable {
     /// Something is to be written to `car` or it is to be closed: it goes back to its event
     /// loop. Woken between leaving its channel and arriving here, it is resumed on arrival.
     func wake(_ car: ParkedConnection) {
-        let first = state.withLock { state -> Bool in
+        state.withLock { state in
             guard take(car.parkingID, from: &state) != nil else {
                 car.wokenEarly = true
-                return false
+                return
             }
             // Taken: the lot is not stopped (stopping takes every parked connection).
-            state.resuming.append(car)
-            return state.resuming.count == 1
+            queue(car, in: &state)
         }
-        if first { ring() }
     }
 
     /// Has the lot's thread give `car` a channel again; at once on this thread once the lot
     /// is stopped.
     func resumeSoon(_ car: ParkedConnection) {
-        let queued = state.withLock { state -> Bool? in
-            guard !state.stopped else { return nil }
-            state.resuming.append(car)
-            return state.resuming.count == 1
+        let queued = state.withLock { state -> Bool in
+            guard !state.stopped else { return false }
+            queue(car, in: &state)
+            return true
         }
-        guard let first = queued else { return car.resume() }
-        if first { ring() }
+        if !queued { car.resume() }
     }
 
-    /// Wakes the lot's thread. Rung only by whoever queues the first connection to resume:
-    /// the thread takes the whole queue at once, so waking 10,000 parked subscribers for one
-    /// message costs the publisher's event loop one write, not 10,000.
+    /// Queues `car` for the lot's thread, with the lock held (so the doorbell, closed once
+    /// the lot has stopped, is open). The doorbell is rung only for the first connection
+    /// queued: the thread takes the whole queue at once, so waking 10,000 parked subscribers
+    /// for one message costs the publisher's event loop one write, not 10,000.
+    private func queue(_ car: ParkedConnection, in state: inout State) {
+        state.resuming.append(car)
+        if state.resuming.count == 1 { ring() }
+    }
+
     private func ring() {
         var one: UInt64 = 1
         _ = write(doorbell, &one, 8)

@@ -120,7 +120,8 @@ struct OutboundMessages {
 
     var limits: Limits {
         get { sharedLimits.value }
-        set { sharedLimits = Limits.shared.share(newValue) }
+        // The table's lock only for a change (the expiry interval sets them at every connect).
+        set { if newValue != sharedLimits.value { sharedLimits = Limits.shared.share(newValue) } }
     }
     private var sharedLimits: SharedValue<Limits>
 

@@ -120,7 +120,8 @@ final class Session: @unchecked Sendable {
     // Everything below is guarded by `lock`.
     private var limits: Limits {
         get { sharedLimits.value }
-        set { sharedLimits = Limits.shared.share(newValue) }
+        // The table's lock only for a change (the expiry interval sets them at every connect).
+        set { if newValue != sharedLimits.value { sharedLimits = Limits.shared.share(newValue) } }
     }
     private var sharedLimits: SharedValue<Limits>
     private var accessStorage: ClientAccess?

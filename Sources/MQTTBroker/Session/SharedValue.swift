@@ -11,8 +11,9 @@ final class SharedValue<Value: Hashable & Sendable>: Sendable {
 }
 
 /// Hands out one ``SharedValue`` per distinct value. The values come from the configuration,
-/// so there are a handful; past ``capacity`` distinct ones a value gets a copy of its own
-/// rather than a place in the table, which therefore never grows without bound.
+/// so there are a handful at a time; the table holds ``capacity`` at most and starts over when
+/// full (after many reloads with new limits): copies handed out stay with their holders, and
+/// the values in force are shared again from then on.
 struct SharedValues<Value: Hashable & Sendable>: Sendable {
     static var capacity: Int { 64 }
 
@@ -23,8 +24,9 @@ struct SharedValues<Value: Hashable & Sendable>: Sendable {
     func share(_ value: Value) -> SharedValue<Value> {
         table.withLockedValue { table in
             if let shared = table[value] { return shared }
+            if table.count >= Self.capacity { table.removeAll() }
             let shared = SharedValue(value)
-            if table.count < Self.capacity { table[value] = shared }
+            table[value] = shared
             return shared
         }
     }

@@ -668,29 +668,6 @@ struct CompactRecordReviewTests {
 
     // MARK: Waking (the doorbell rung once per batch)
 
-    // A ring lost would leave a connection to the lot's next 250 ms poll.
-    @Test("a message to a parked subscriber does not wait for the lot's 250 ms poll (median of 8 wakes under 100 ms)")
-    func wakeIsPrompt() async throws {
-        try await withParkingBroker { port, broker in
-            let subscriber = try await connectAccepted(port: port, "prompt-sub", keepAlive: 60)
-            try await subscriber.subscribe("prompt/#", qos: .atMostOnce)
-            let publisher = try await connectAccepted(port: port, "prompt-pub", keepAlive: 60)
-            var delays: [Duration] = []
-            for round in 0..<8 {
-                try await waitParked(broker, 2)
-                let sent = ContinuousClock.now
-                try await publisher.publish("prompt/x", "r\(round)")
-                let received = try await subscriber.receivePublish()
-                delays.append(ContinuousClock.now - sent)
-                #expect(received.payloadString == "r\(round)")
-            }
-            let median = delays.sorted()[delays.count / 2]
-            #expect(median < .milliseconds(100), "wake delays: \(delays)")
-            await publisher.close()
-            await subscriber.close()
-        }
-    }
-
     @Test(
         "1,000 parked subscribers woken by two broadcast messages while 100 of them wake themselves with their own: each copy once, in order; then shutdown with parked and just-woken connections finishes"
     )
@@ -869,9 +846,9 @@ struct CompactRecordReviewTests {
         let broker = MQTTBroker(configuration: configuration, logger: log.logger)
         let port = try #require(try await broker.start().first?.port)
         let clientID = "peer-" + client.filter(\.isHexDigit)
-        let socket: ReviewSocket
+        let socket: PlainSocket
         do {
-            socket = try ReviewSocket.connect(host: listener == "::" ? "127.0.0.1" : listener, port: port, from: client)
+            socket = try PlainSocket.connect(host: listener == "::" ? "127.0.0.1" : listener, port: port, from: client)
             try socket.send(.connect(ConnectPacket(protocolVersion: .v5, clientIdentifier: clientID, keepAlive: 60)))
             guard case .connack = try await socket.receive() else { throw InteropError("no CONNACK") }
             try await waitParked(broker, 1)
@@ -887,87 +864,4 @@ struct CompactRecordReviewTests {
         #expect(logged.contains(client), "peer: \(logged)")
         #expect(logged.hasSuffix(":\(localPort)"), "peer: \(logged), the client's port is \(localPort)")
     }
-}
-
-/// A client socket of the test's own, of either address family and from a chosen source
-/// address, that reports its own port; read without blocking a thread (polled).
-private final class ReviewSocket: @unchecked Sendable {
-    let descriptor: CInt
-    private var received = ByteBuffer()
-    private var decoder = MQTTPacketDecoder(version: .v5)
-    private var closed = false
-
-    private init(descriptor: CInt) { self.descriptor = descriptor }
-
-    /// Connects to `host`:`port` (IP addresses), from `source` (port chosen by the system).
-    static func connect(host: String, port: Int, from source: String) throws -> ReviewSocket {
-        let address = try SocketAddress(ipAddress: host, port: port)
-        let descriptor = socket(address.protocol.rawValue, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw InteropError("socket: \(errno)") }
-        let local = try SocketAddress(ipAddress: source, port: 0)
-        let bound = local.withSockAddr { pointer, size in bind(descriptor, pointer, socklen_t(size)) }
-        let connected = bound == 0 ? address.withSockAddr { pointer, size in Glibc.connect(descriptor, pointer, socklen_t(size)) } : -1
-        guard connected == 0 else {
-            let code = errno
-            Glibc.close(descriptor)
-            throw InteropError("connect to \(host):\(port) from \(source): \(String(cString: strerror(code)))")
-        }
-        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
-        return ReviewSocket(descriptor: descriptor)
-    }
-
-    /// The port this end of the connection has.
-    var localPort: Int {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
-        if Int32(storage.ss_family) == AF_INET6 {
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
-            }
-        }
-        return withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
-        }
-    }
-
-    func send(_ packet: MQTTPacket) throws {
-        var buffer = ByteBuffer()
-        try packet.write(to: &buffer, version: .v5)
-        let bytes = Array(buffer.readableBytesView)
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
-            if sent < 0 {
-                if errno == EAGAIN || errno == EINTR { continue }
-                throw InteropError("send: \(String(cString: strerror(errno)))")
-            }
-            offset += sent
-        }
-    }
-
-    /// The next packet from the broker.
-    func receive(within seconds: Double = 5) async throws -> MQTTPacket {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let packet = try decoder.decode(buffer: &received) { return packet }
-            let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
-            if count > 0 {
-                received.writeBytes(chunk[0..<count])
-                continue
-            }
-            if count == 0 { throw InteropError("connection closed") }
-            guard ContinuousClock.now < deadline else { throw InteropError("no packet within \(seconds) s") }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-    }
-
-    func close() {
-        guard !closed else { return }
-        closed = true
-        Glibc.close(descriptor)
-    }
-
-    deinit { close() }
 }

@@ -62,30 +62,4 @@ struct ParkedRecordTests {
         #expect(first.queueRoom.count == 2)
         #expect(second.queueRoom.count == 4)
     }
-
-    @Test("a client that goes away while parked is logged with its own address as the peer")
-    func parkedPeerLogged() async throws {
-        let log = CapturedLog()
-        let configuration = BrokerConfiguration.testing { $0.parkIdleConnections = 1 }
-        let broker = MQTTBroker(configuration: configuration, logger: log.logger)
-        let addresses = try await broker.start()
-        func lost() -> Logger.Metadata? {
-            log.entries.first { $0.message == "connection lost" && $0.metadata["client"] == "peer-cam" }?.metadata
-        }
-        do {
-            let port = try #require(addresses.first?.port)
-            let camera = try await CodecConnection.connect(port: port, version: .v5, from: "127.0.0.42")
-            #expect(try await camera.handshake(clientIdentifier: "peer-cam").reasonCode == .success)
-            try await waitParked(broker, 1)
-            await camera.close()
-            let deadline = ContinuousClock.now + .seconds(5)
-            while lost() == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        } catch {
-            await broker.shutdown()
-            throw error
-        }
-        await broker.shutdown()
-        let peer = try #require(lost()?["peer"])
-        #expect("\(peer)".contains("127.0.0.42"), "peer: \(peer)")
-    }
 }

@@ -255,49 +255,62 @@ public struct BenchRunner: Sendable {
         let after = configuration.brokerPID.flatMap { ProcessSample.take($0) }
         var perConnection: Double?
         if let before, let after { perConnection = Double(after.rssKilobytes - before.rssKilobytes) * 1024 / Double(channels.count) }
-        var latencies = LatencyRecorder()
-        if let wakeTopic {
-            let loop = group.next()
-            let acknowledged = loop.makePromise(of: Void.self)
-            let size = configuration.size
-            let publisher = try await open(on: loop, clientID: "bench-wake-\(run)", ssl: ssl, decoded: true) {
-                BenchOneMessage(topic: wakeTopic, size: size, version: version, acknowledged: acknowledged)
-            }
-            defer { publisher.close(promise: nil) }
-            try await withTimeout(acknowledged.futureResult, "the message to the held connections was not acknowledged")
-            let deadline = ContinuousClock.now + configuration.drainTimeout
-            while deliveries.latencies.count < UInt64(channels.count) && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            latencies = deliveries.latencies
-        }
-        let received = Int(latencies.count)
-        let lastSeconds = Double(latencies.max) / 1_000_000
-        return BenchReport(
+        var report = BenchReport(
             label: configuration.label,
             scenario: configuration.scenario.rawValue,
-            qos: wakeTopic == nil ? 0 : 1,
-            size: wakeTopic == nil ? 0 : configuration.size,
-            publishers: wakeTopic == nil ? 0 : 1,
-            subscribers: wakeTopic == nil ? 0 : channels.count,
-            seconds: lastSeconds,
-            sent: wakeTopic == nil ? 0 : 1,
-            expected: wakeTopic == nil ? 0 : channels.count,
-            received: received,
-            lost: wakeTopic == nil ? 0 : channels.count - received,
-            duplicates: deliveries.duplicates,
+            qos: 0,
+            size: 0,
+            publishers: 0,
+            subscribers: 0,
+            seconds: 0,
+            sent: 0,
+            expected: 0,
+            received: 0,
+            lost: 0,
+            duplicates: 0,
             reordered: 0,
-            messagesPerSecond: lastSeconds > 0 ? Double(received) / lastSeconds : 0,
-            p50Microseconds: latencies.percentile(50),
-            p99Microseconds: latencies.percentile(99),
-            p999Microseconds: latencies.percentile(99.9),
-            maxMicroseconds: latencies.max,
+            messagesPerSecond: 0,
+            p50Microseconds: 0,
+            p99Microseconds: 0,
+            p999Microseconds: 0,
+            maxMicroseconds: 0,
             brokerCPUPercent: nil,
             brokerRSSKilobytes: after?.rssKilobytes,
             generatorCPUPercent: nil,
             connections: channels.count,
             bytesPerConnection: perConnection
         )
+        guard let wakeTopic else { return report }
+        let loop = group.next()
+        let acknowledged = loop.makePromise(of: Void.self)
+        let size = configuration.size
+        let publisher = try await open(on: loop, clientID: "bench-wake-\(run)", ssl: ssl, decoded: true) {
+            BenchOneMessage(topic: wakeTopic, size: size, version: version, acknowledged: acknowledged)
+        }
+        defer { publisher.close(promise: nil) }
+        try await withTimeout(acknowledged.futureResult, "the message to the held connections was not acknowledged")
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        while deliveries.latencies.count < UInt64(channels.count) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let latencies = deliveries.latencies
+        let received = Int(latencies.count)
+        report.qos = 1
+        report.size = size
+        report.publishers = 1
+        report.subscribers = channels.count
+        report.seconds = Double(latencies.max) / 1_000_000
+        report.sent = 1
+        report.expected = channels.count
+        report.received = received
+        report.lost = channels.count - received
+        report.duplicates = deliveries.duplicates
+        report.messagesPerSecond = report.seconds > 0 ? Double(received) / report.seconds : 0
+        report.p50Microseconds = latencies.percentile(50)
+        report.p99Microseconds = latencies.percentile(99)
+        report.p999Microseconds = latencies.percentile(99.9)
+        report.maxMicroseconds = latencies.max
+        return report
     }
 
     // MARK: Helpers

@@ -414,7 +414,7 @@ final class ParkedConnection: @unchecked Sendable {
     var wokenEarly = false
     /// Set on the event loop when the resumed connection's handler is made.
     private var handlerMade = false
-    /// (The three above share 8 bytes; thousands of connections park.)
+    // (The three above share 8 bytes; thousands of connections park.)
     /// Read on the event loop that resumes the connection only.
     let resumption: ConnectionHandler.Resumption
     /// The last packet from the client; the lot's lock guards it while parked.

@@ -50,7 +50,7 @@ protocol OutboundEffects {
 /// says so, and the publishers that fed it stop until the backlog falls to ``Limits/lowWater``
 /// (``OutboundEffects/drained()``).
 struct OutboundMessages {
-    struct Limits: Hashable, Sendable {
+    struct Limits: Shareable {
         /// Queued copies allowed (0: no limit).
         var maxQueuedMessages: Int
         /// Queued payload bytes allowed (0: no limit).
@@ -118,12 +118,8 @@ struct OutboundMessages {
         var storedIdentifier: UInt16?
     }
 
-    var limits: Limits {
-        get { sharedLimits.value }
-        // The table's lock only for a change (the expiry interval sets them at every connect).
-        set { if newValue != sharedLimits.value { sharedLimits = Limits.shared.share(newValue) } }
-    }
-    private var sharedLimits: SharedValue<Limits>
+    /// A shared copy: sessions nearly all have the same.
+    @Shared var limits: Limits
 
     private var inflight = OrderedDictionary<UInt16, Outgoing>()
     private var queue = Deque<Message>()
@@ -146,7 +142,7 @@ struct OutboundMessages {
     private var reservedIdentifiers = Set<UInt16>()
 
     init(limits: Limits) {
-        self.sharedLimits = Limits.shared.share(limits)
+        self.limits = limits
     }
 
     /// Copies waiting (in memory and in the store).

@@ -39,7 +39,7 @@ final class SessionEnvironment: Sendable {
 /// session decided on.
 final class Session: @unchecked Sendable {
     /// Per-client bounds from the configuration.
-    struct Limits: Hashable, Sendable {
+    struct Limits: Shareable {
         var maxInflight: Int
         /// `max_queued_messages` when set; see ``outbound(usesStore:persistent:)`` for the defaults.
         var maxQueuedMessages: Int?
@@ -118,12 +118,8 @@ final class Session: @unchecked Sendable {
     private let environment: SessionEnvironment
 
     // Everything below is guarded by `lock`.
-    private var limits: Limits {
-        get { sharedLimits.value }
-        // The table's lock only for a change (the expiry interval sets them at every connect).
-        set { if newValue != sharedLimits.value { sharedLimits = Limits.shared.share(newValue) } }
-    }
-    private var sharedLimits: SharedValue<Limits>
+    /// A shared copy: sessions nearly all have the same.
+    @Shared private var limits: Limits
     private var accessStorage: ClientAccess?
     private var identityStorage: Identity?
     private var outlet: SessionOutlet?
@@ -145,7 +141,7 @@ final class Session: @unchecked Sendable {
 
     init(clientID: String, limits: Limits, environment: SessionEnvironment) {
         self.clientID = clientID
-        self.sharedLimits = Limits.shared.share(limits)
+        self.limits = limits
         self.environment = environment
         self.outbound = OutboundMessages(limits: limits.outbound(usesStore: false, persistent: false))
     }

@@ -31,3 +31,22 @@ struct SharedValues<Value: Hashable & Sendable>: Sendable {
         }
     }
 }
+
+/// A value of which its type keeps shared copies (``SharedValues``).
+protocol Shareable: Hashable, Sendable {
+    static var shared: SharedValues<Self> { get }
+}
+
+/// A stored property that keeps a reference to a shared copy of its value (8 bytes) instead of
+/// the value; setting it looks the new value up only when it changed (the table has a lock).
+@propertyWrapper
+struct Shared<Value: Shareable> {
+    private var copy: SharedValue<Value>
+
+    init(wrappedValue: Value) { copy = Value.shared.share(wrappedValue) }
+
+    var wrappedValue: Value {
+        get { copy.value }
+        set { if newValue != copy.value { copy = Value.shared.share(newValue) } }
+    }
+}
